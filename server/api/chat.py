@@ -1,0 +1,45 @@
+"""``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.api.responses import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    JSONResponse,
+    SSEResponse,
+    error_response,
+    until_disconnect,
+)
+from server.errors import PuenteError
+from server.gateway import RequestRecord
+from server.protocol import ChatRequest
+from server.request_context import request_id
+from server.runtime import RuntimeDep
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
+    gateway = runtime.gateway
+    record = RequestRecord(request_id=request_id.get())
+    try:
+        chat = ChatRequest.parse(await request.body())
+        record.stream = chat.stream
+        if chat.stream:
+            stream = await until_disconnect(request, gateway.open_stream(chat, record))
+            return SSEResponse(stream, lambda: gateway.finish(record))
+        data = await until_disconnect(request, gateway.complete(chat, record))
+    except PuenteError as error:
+        record.fail(error)
+        gateway.finish(record)
+        return error_response(error)
+    except ClientDisconnected:
+        record.status = CLIENT_CLOSED
+        gateway.finish(record)
+        return Response(status_code=CLIENT_CLOSED)
+    gateway.finish(record)
+    return JSONResponse(data)

@@ -1,0 +1,53 @@
+"""``/health`` (the process is up), ``/ready`` (every upstream can serve), ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from server.api.responses import JSONResponse
+from server.providers import Health
+from server.runtime import RuntimeDep
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    timeout = runtime.settings.config.server.ready_timeout
+    models = runtime.router.available()
+    providers = runtime.router.providers
+
+    async def check(name: str) -> Health:
+        try:
+            return await asyncio.wait_for(providers[name].health(), timeout)
+        except TimeoutError:
+            return Health("down", detail=f"health check took longer than {timeout:g}s")
+
+    results = await asyncio.gather(*(check(m.name) for m in models))
+    report = {
+        m.name: {
+            "state": h.state,
+            **({"detail": h.detail} if h.detail else {}),
+            **({"endpoints": h.endpoints} if h.endpoints else {}),
+        }
+        for m, h in zip(models, results, strict=True)
+    }
+    ok = all(h.ok for h in results) and not runtime.draining
+    body = {"status": "ready" if ok else "not_ready", "models": report}
+    if runtime.draining:
+        body["detail"] = "shutting down"
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

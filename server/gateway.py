@@ -1,0 +1,194 @@
+"""The path of one chat completion behind the HTTP layer: route, call, count.
+
+The HTTP layer parses and authenticates; this module resolves the model, calls its provider,
+shapes what comes back for the client and records the request once, at its end, for metrics and
+for anyone else listening (usage records).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from server.errors import PuenteError
+from server.metrics import Metrics
+from server.protocol import JSON, ChatRequest, StreamChunk
+from server.router import Router
+
+log = logging.getLogger("puente.request")
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did; filled in as it goes and handed to listeners when it ends."""
+
+    request_id: str
+    stream: bool = False
+    model: str = "unknown"
+    """The public name, once it resolved to something configured (a label, so never free text)."""
+    provider: str = ""
+    status: int = 200
+    error_kind: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    upstream_time: float = 0.0
+    first_token: float | None = None
+    duration: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    principal: str | None = None
+    persona: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def fail(self, error: PuenteError) -> None:
+        self.status = error.status_code
+        self.error_kind = error.kind
+
+
+Listener = Callable[[RequestRecord], None]
+
+
+class Gateway:
+    def __init__(self, router: Router, metrics: Metrics) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.listeners: list[Listener] = []
+
+    # -- the two ways to answer ----------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, record: RequestRecord) -> JSON:
+        route = self.router.resolve(request.model)
+        self._begin(request, record, route.kind, route.upstream_model)
+        started = time.perf_counter()
+        try:
+            data = await route.provider.complete(request)
+        finally:
+            record.upstream_time += time.perf_counter() - started
+        if request.upstream_model != request.model:
+            data["model"] = request.model
+        record.take_usage(data.get("usage"))
+        return data
+
+    async def open_stream(self, request: ChatRequest, record: RequestRecord) -> ChatStream:
+        """Open the upstream stream; errors here still become a plain HTTP error response."""
+        route = self.router.resolve(request.model)
+        self._begin(request, record, route.kind, route.upstream_model)
+        context = route.provider.stream(request)
+        started = time.perf_counter()
+        try:
+            chunks = await context.__aenter__()
+        finally:
+            record.upstream_time += time.perf_counter() - started
+        return ChatStream(request, record, context, chunks)
+
+    def _begin(
+        self, request: ChatRequest, record: RequestRecord, kind: str, upstream_model: str
+    ) -> None:
+        request.upstream_model = upstream_model
+        record.model = request.model
+        record.provider = kind
+        self.metrics.in_flight.labels(record.model).inc()
+        record.extra["counted_in_flight"] = True
+
+    # -- the end of every request ---------------------------------------------------------------
+
+    def finish(self, record: RequestRecord) -> None:
+        record.duration = time.perf_counter() - record.started
+        m, labels = self.metrics, (record.model, record.provider)
+        if record.extra.pop("counted_in_flight", False):
+            m.in_flight.labels(record.model).dec()
+        m.requests.labels(record.model, record.provider, str(record.status)).inc()
+        m.duration.labels(*labels).observe(record.duration)
+        if record.first_token is not None:
+            m.ttft.labels(*labels).observe(record.first_token)
+        if record.completion_tokens:
+            m.output_tokens.labels(*labels).inc(record.completion_tokens)
+        if record.prompt_tokens:
+            m.prompt_tokens.labels(*labels).inc(record.prompt_tokens)
+        if record.error_kind is not None and record.provider:
+            m.upstream_errors.labels(*labels, record.error_kind).inc()
+        if record.provider and record.status < 400:
+            m.overhead.labels(*labels).observe(max(0.0, record.duration - record.upstream_time))
+        log.info(
+            "chat model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
+            record.model,
+            record.provider or "-",
+            record.stream,
+            record.status,
+            record.duration * 1000,
+            record.prompt_tokens,
+            record.completion_tokens,
+        )
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                # A broken listener must not break answering; it is a bug worth a traceback.
+                log.exception("request listener %r failed", listener)
+
+
+class ChatStream:
+    """An opened upstream stream, turned into SSE frames for the client.
+
+    Only the gateway's own work between upstream chunks counts as overhead: time spent waiting
+    for the next upstream chunk is upstream time.
+    """
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        context: AbstractAsyncContextManager[AsyncIterator[StreamChunk]],
+        chunks: AsyncIterator[StreamChunk],
+    ) -> None:
+        self.request = request
+        self.record = record
+        self._context = context
+        self._chunks = chunks
+        self._closed = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        request, record = self.request, self.record
+        rename = request.upstream_model != request.model
+        iterator = aiter(self._chunks)
+        try:
+            while True:
+                waited = time.perf_counter()
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    record.upstream_time += time.perf_counter() - waited
+                if chunk.is_usage_only:
+                    record.take_usage(chunk.data.get("usage"))
+                    if not request.include_usage:
+                        continue
+                if rename:
+                    chunk.data["model"] = request.model
+                if record.first_token is None:
+                    record.first_token = time.perf_counter() - record.started
+                yield b"data: " + chunk.encode() + b"\n\n"
+        except PuenteError as error:
+            # The 200 and some chunks are already out: the error goes in the stream.
+            record.fail(error)
+            log.warning("stream failed after it began: %s", error.message)
+            yield b"event: error\ndata: " + orjson.dumps(error.to_dict()) + b"\n\n"
+        yield SSE_DONE
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._context.__aexit__(None, None, None)

@@ -1,0 +1,181 @@
+"""OpenAI Chat Completions on the wire: the request as parsed once, and chunks as relayed.
+
+The request body is parsed once into a plain dict and validated against a schema that checks
+only the fields Puente relies on; every other field is kept untouched and passed on, because
+clients send vendor extras (``top_k``, ``guided_json``, ``chat_template_kwargs`` …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+from server.errors import InvalidRequest, MalformedJSON
+
+JSON = dict[str, Any]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Schema(BaseModel):
+    # Unknown fields are accepted (and forwarded); only the known ones are checked.
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class _Message(_Schema):
+    role: Role
+    content: StrictStr | list[JSON] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[JSON] | None = None
+    tool_call_id: StrictStr | None = None
+
+
+class _StreamOptions(_Schema):
+    include_usage: StrictBool | None = None
+
+
+class _ChatRequestSchema(_Schema):
+    model: Annotated[StrictStr, Field(min_length=1)]
+    messages: Annotated[list[_Message], Field(min_length=1)]
+    stream: StrictBool | None = None
+    stream_options: _StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    tools: list[JSON] | None = None
+    tool_choice: StrictStr | JSON | None = None
+    response_format: JSON | None = None
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+# Tags pydantic puts in an error's location for the branch of a union that failed.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "literal"})
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in _UNION_TAGS or "[" in part or "-" in part
+
+
+def _first_error(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+    param = _param(loc) or None
+    if err["type"] == "missing":
+        return InvalidRequest(
+            f"'{param}' is a required property", param=param, code="missing_required_parameter"
+        )
+    return InvalidRequest(
+        f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value"
+    )
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat completion request.
+
+    ``body`` is the client's JSON object exactly as sent (it is what OpenAI-compatible upstreams
+    receive, with ``model`` swapped); ``model`` is the public name the client asked for and the
+    name the response carries; ``upstream_model`` is the name the chosen upstream knows.
+    """
+
+    body: JSON
+    model: str
+    upstream_model: str
+    stream: bool = False
+    include_usage: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ChatRequest:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedJSON(f"The request body is not valid JSON: {exc}.") from None
+        if not isinstance(body, dict):
+            raise MalformedJSON("The request body must be a JSON object.")
+        try:
+            _ChatRequestSchema.model_validate(body)
+        except ValidationError as exc:
+            raise _first_error(exc) from None
+        options = body.get("stream_options") or {}
+        return cls(
+            body=body,
+            model=body["model"],
+            upstream_model=body["model"],
+            stream=bool(body.get("stream")),
+            include_usage=bool(options.get("include_usage")),
+        )
+
+    def upstream_body(self) -> JSON:
+        """The body an OpenAI-compatible upstream receives."""
+        if self.upstream_model == self.body["model"]:
+            return self.body
+        return {**self.body, "model": self.upstream_model}
+
+    @property
+    def messages(self) -> list[JSON]:
+        messages: list[JSON] = self.body["messages"]
+        return messages
+
+
+class StreamChunk:
+    """One ``chat.completion.chunk``, relayed as the upstream's bytes unless someone reads it.
+
+    Reading ``data`` parses the chunk (once); from then on ``encode`` serialises the possibly
+    changed object. A chunk nobody looks at goes out byte for byte as it came in.
+    """
+
+    __slots__ = ("_data", "_raw")
+
+    def __init__(self, raw: bytes | None = None, data: JSON | None = None) -> None:
+        self._raw = raw
+        self._data = data
+
+    @property
+    def data(self) -> JSON:
+        if self._data is None:
+            assert self._raw is not None
+            parsed: JSON = orjson.loads(self._raw)
+            self._data = parsed
+            self._raw = None
+            return parsed
+        self._raw = None
+        return self._data
+
+    def encode(self) -> bytes:
+        if self._raw is not None:
+            return self._raw
+        return orjson.dumps(self._data)
+
+    @property
+    def is_usage_only(self) -> bool:
+        """True for the final ``choices: []`` chunk that carries only usage."""
+        if self._raw is not None and b'"usage"' not in self._raw:
+            return False
+        data = self.data
+        return not data.get("choices") and bool(data.get("usage"))
+
+    def __repr__(self) -> str:
+        return f"StreamChunk({self.encode()[:80]!r})"
+
+
+def completion_tokens(usage: JSON | None) -> int:
+    if not usage:
+        return 0
+    value = usage.get("completion_tokens") or 0
+    return int(value)

@@ -1,0 +1,271 @@
+"""Any upstream that speaks OpenAI's Chat Completions over HTTP: vLLM, OpenAI-compatible vendors,
+Ollama, llama.cpp's server.
+
+Requests go out as the client sent them (model name swapped); answers come back parsed once.
+Stream chunks are relayed as the upstream's bytes, parsed only where someone needs to read them.
+aiohttp is the client because it was the fastest under concurrency (``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from server.balancer import Balancer, Endpoint
+from server.config import ModelConfig
+from server.errors import (
+    PuenteError,
+    UpstreamConnectionError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from server.protocol import JSON, ChatRequest, StreamChunk
+from server.providers.base import Health
+from server.request_context import request_id
+
+log = logging.getLogger("puente.upstream")
+
+_DONE = b"[DONE]"
+# How often endpoints that failed are probed to be brought back into rotation.
+PROBE_INTERVAL = 5.0
+
+
+def error_from_status(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamStatusError:
+    """An upstream's error response as Puente's error, keeping OpenAI-shaped details."""
+    message, error_type, param, code = f"Upstream returned HTTP {status}.", None, None, None
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        # OpenAI: {"error": {...}}; older vLLM: {"object": "error", "message": ..., "type": ...}.
+        inner = parsed.get("error")
+        err: dict[str, Any] = inner if isinstance(inner, dict) else parsed
+        message = _str(err.get("message")) or message
+        error_type, param, code = (
+            _str(err.get("type")),
+            _str(err.get("param")),
+            _str(err.get("code")),
+        )
+    passed: dict[str, str] = {}
+    if "Retry-After" in headers:
+        passed["Retry-After"] = headers["Retry-After"]
+    return UpstreamStatusError(
+        status, message, error_type=error_type, param=param, code=code, headers=passed
+    )
+
+
+def error_from_event(data: Any) -> PuenteError:
+    """An error the upstream sent inside a stream (``data: {"error": {...}}``)."""
+    inner = data.get("error") if isinstance(data, dict) else None
+    err: dict[str, Any] = (
+        inner if isinstance(inner, dict) else data if isinstance(data, dict) else {}
+    )
+    code = err.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    message = _str(err.get("message")) or "The upstream failed mid-stream."
+    return UpstreamStatusError(status, message, error_type=_str(err.get("type")))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class OpenAICompatibleProvider:
+    """A configured model reached over OpenAI's HTTP API at one or more endpoints."""
+
+    kind = "openai_compatible"
+    probe_path = "/models"
+    """Path under each endpoint's base URL that answers 200 when it can serve."""
+
+    def __init__(self, config: ModelConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self._session = session
+        self.balancer = Balancer(config.upstream_urls)
+        t = config.timeouts
+        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
+        self._headers = {"Content-Type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
+        self._prober: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._prober = asyncio.create_task(self._probe_loop(), name=f"probe {self.config.name}")
+
+    async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _request_headers(self) -> dict[str, str]:
+        rid = request_id.get()
+        return {**self._headers, "X-Request-Id": rid} if rid else self._headers
+
+    @asynccontextmanager
+    async def _post(self, body: JSON) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to the least-busy endpoint and yield the response once its headers arrived.
+
+        An endpoint that refuses the connection is marked down and the next one tried: nothing
+        reached it, so nothing is sent twice. The response is closed on exit whatever happened,
+        so a client that goes away closes the upstream connection with it.
+        """
+        payload = orjson.dumps(body)
+        tried: set[str] = set()
+        while True:
+            endpoint = self.balancer.pick(tried)
+            if endpoint is None:
+                raise UpstreamConnectionError(
+                    f"No endpoint of model '{self.config.name}' accepted the connection."
+                )
+            tried.add(endpoint.url)
+            with self.balancer.track(endpoint):
+                try:
+                    response = await self._session.post(
+                        endpoint.url + "/chat/completions",
+                        data=payload,
+                        headers=self._request_headers(),
+                        timeout=self._timeout,
+                    )
+                except aiohttp.ClientConnectorError as exc:
+                    endpoint.mark_down(f"connect: {exc.os_error or exc}")
+                    log.warning("endpoint %s refused the connection: %s", endpoint.url, exc)
+                    continue
+                except (TimeoutError, aiohttp.ServerTimeoutError):
+                    raise UpstreamTimeout(
+                        f"Model '{self.config.name}' did not answer within its timeout."
+                    ) from None
+                except aiohttp.ClientError as exc:
+                    raise _connection_error(self.config.name, exc) from None
+                try:
+                    if response.status >= 400:
+                        raw = await _read(response, self.config.name)
+                        raise error_from_status(response.status, raw, response.headers)
+                    yield response
+                finally:
+                    # Returns a finished connection to the pool; one with unread body (a client
+                    # that left mid-answer) is closed, which is what tells the upstream to stop.
+                    response.release()
+                return
+
+    async def complete(self, request: ChatRequest) -> JSON:
+        async with self._post(request.upstream_body()) as response:
+            raw = await _read(response, self.config.name)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"Model '{self.config.name}' answered with a body that is not JSON."
+            ) from None
+        if not isinstance(data, dict) or "choices" not in data:
+            raise UpstreamProtocolError(
+                f"Model '{self.config.name}' answered with something that is not a chat completion."
+            )
+        return data
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        body = request.upstream_body()
+        if not request.include_usage:
+            # Ask for usage anyway, to count tokens; the gateway drops that chunk for the client.
+            body = {
+                **body,
+                "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+            }
+        async with self._post(body) as response:
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                raise UpstreamProtocolError(
+                    f"Model '{self.config.name}' did not answer with an event stream."
+                )
+            yield self._chunks(response)
+
+    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        name = self.config.name
+        event = b""
+        try:
+            async for line in response.content:
+                if line.startswith(b"data:"):
+                    data = line[5:].strip()
+                    if data == _DONE:
+                        return
+                    if event == b"error" or data.startswith(b'{"error"'):
+                        raise error_from_event(_loads_event(data, name))
+                    yield StreamChunk(data)
+                    event = b""
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+                # Blank lines end an event; comments (":") and other fields are ignored.
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(f"Model '{name}' stopped sending within its timeout.") from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(name, exc) from None
+        raise UpstreamProtocolError(f"Model '{name}' ended its stream before [DONE].")
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _probe_url(self, endpoint: Endpoint) -> str:
+        return endpoint.url + self.probe_path
+
+    async def _probe(self, endpoint: Endpoint, timeout: float) -> None:
+        try:
+            async with self._session.get(
+                self._probe_url(endpoint),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                await response.read()
+                if response.status == 200:
+                    endpoint.mark_up()
+                else:
+                    endpoint.mark_down(f"health check answered HTTP {response.status}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            endpoint.mark_down(f"health check failed: {type(exc).__name__}")
+
+    async def health(self, timeout: float = 3.0) -> Health:
+        endpoints = self.balancer.endpoints
+        await asyncio.gather(*(self._probe(e, timeout) for e in endpoints))
+        report = {e.url: "ready" if e.healthy else e.last_error for e in endpoints}
+        if any(e.healthy for e in endpoints):
+            return Health("ready", endpoints=report)
+        return Health("down", detail="no endpoint is reachable", endpoints=report)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            down = [e for e in self.balancer.endpoints if not e.healthy]
+            if down:
+                await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in down))
+
+
+async def _read(response: aiohttp.ClientResponse, name: str) -> bytes:
+    try:
+        return await response.read()
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"Model '{name}' did not finish within its timeout.") from None
+    except aiohttp.ClientError as exc:
+        raise _connection_error(name, exc) from None
+
+
+def _loads_event(data: bytes, name: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"Model '{name}' sent an event that is not JSON.") from None
+
+
+def _connection_error(name: str, exc: aiohttp.ClientError) -> UpstreamConnectionError:
+    log.warning("upstream of %s failed: %s: %s", name, type(exc).__name__, exc)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return UpstreamConnectionError(f"The connection to model '{name}' was closed mid-answer.")
+    return UpstreamConnectionError(f"Model '{name}' could not be reached.")

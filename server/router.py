@@ -1,0 +1,63 @@
+"""Public model name → the provider that serves it and the name its upstream knows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.config import ModelConfig
+from server.errors import ModelNotFound
+from server.providers import Provider
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    config: ModelConfig
+    provider: Provider
+    upstream_model: str
+
+    @property
+    def kind(self) -> str:
+        return self.provider.kind
+
+
+class Router:
+    def __init__(self, models: list[ModelConfig], providers: dict[str, Provider]) -> None:
+        self._exact: dict[str, ModelConfig] = {}
+        # Longest prefix first, so ``openai/gpt-4*`` would win over ``openai/*``.
+        self._wildcards: list[ModelConfig] = []
+        self._providers = providers
+        for model in models:
+            if model.is_wildcard:
+                self._wildcards.append(model)
+            else:
+                self._exact[model.name] = model
+        self._wildcards.sort(key=lambda m: len(m.name), reverse=True)
+
+    def _config(self, name: str) -> ModelConfig | None:
+        config = self._exact.get(name)
+        if config is not None:
+            return config
+        for wildcard in self._wildcards:
+            prefix = wildcard.name[:-1]
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return wildcard
+        return None
+
+    def resolve(self, name: str) -> Route:
+        config = self._config(name)
+        if config is None:
+            raise ModelNotFound(f"The model '{name}' does not exist.")
+        if config.missing_env:
+            raise ModelNotFound(
+                f"The model '{name}' is configured but not available: "
+                f"set the environment variable {config.missing_env} and restart Puente."
+            )
+        return Route(config, self._providers[config.name], config.upstream_name(name))
+
+    def available(self) -> list[ModelConfig]:
+        """Configured models that can serve, in configuration order."""
+        return [m for m in [*self._exact.values(), *self._wildcards] if not m.missing_env]
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self._providers

@@ -1,0 +1,33 @@
+"""Everything the app builds in its lifespan, in one object on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from server.config import Settings
+from server.gateway import Gateway
+from server.metrics import Metrics
+from server.providers import Clients
+from server.router import Router
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    clients: Clients
+    router: Router
+    gateway: Gateway
+    draining: bool = False
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

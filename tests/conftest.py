@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.support import PuenteProcess, free_port
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    return {
+        "server": {"max_body_bytes": 200_000},
+        "models": [
+            {"name": "fake-model", "provider": "openai_compatible", "base_url": fake.base_url},
+            {"name": "alias", "provider": "openai_compatible", "base_url": fake.base_url,
+             "model": "fake-model", "description": "the fake under another name"},
+            {"name": "slow", "provider": "openai_compatible", "base_url": fake.base_url,
+             "model": "fake-model", "timeouts": {"connect": 2, "read": 0.5}},
+            {"name": "refused", "provider": "openai_compatible", "base_url": dead},
+            {"name": "two-endpoints", "provider": "openai_compatible", "model": "fake-model",
+             "endpoints": [fake.base_url, dead]},
+            {"name": "vendor/*", "provider": "openai_compatible", "base_url": fake.base_url},
+            {"name": "needs-key", "provider": "openai_compatible", "base_url": fake.base_url,
+             "api_key": "${PUENTE_TEST_UNSET_KEY}"},
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def puente(fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PuenteProcess]:
+    workdir: Path = tmp_path_factory.mktemp("puente")
+    with PuenteProcess(gateway_config(fake_upstream), workdir) as proc:
+        yield proc
+
+
+@pytest.fixture
+def fake(fake_upstream: FakeOpenAI) -> FakeOpenAI:
+    fake_upstream.reset()
+    return fake_upstream

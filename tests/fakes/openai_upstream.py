@@ -1,0 +1,307 @@
+"""A faithful fake of an OpenAI-compatible Chat Completions server, on 127.0.0.1.
+
+It answers like vLLM / OpenAI do (the same JSON objects, ``data: …`` SSE frames paced like a
+generating model, ``data: [DONE]``, OpenAI's error envelope) and can be told to misbehave per
+request through an extra body field, which also proves the gateway passes unknown fields on::
+
+    client.chat.completions.create(..., extra_body={"fake": {"status": 503}})
+
+Directives (all optional): ``status`` (answer that HTTP error), ``hang`` (seconds before the
+headers), ``delay`` (seconds between chunks / before a whole answer), ``fail_after`` (send an
+error event after that many chunks), ``reset_after`` (drop the TCP connection after that many
+chunks), ``malformed`` (a body that is not JSON), ``no_done`` (end the stream without [DONE]),
+``tool_calls`` (answer with that many tool calls), ``reply`` (the text to answer).
+
+Everything received is recorded (``received``), and so is every connection the fake saw a client
+close while it was still answering (``closed``), with the time it noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Closed:
+    request_id: str
+    at: float
+
+
+@dataclass
+class FakeState:
+    received: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    closed: list[Closed] = field(default_factory=list)
+    in_progress: int = 0
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p if i == 0 else " " + p for i, p in enumerate(parts)]
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(len(str(m.get("content", "")).split()) + 3 for m in body.get("messages", []))
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.state = FakeState()
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.counter = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeOpenAI:
+        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+        self._started.set()
+        loop.run_forever()
+
+    def stop(self) -> None:
+        if self._loop is None or self._runner is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        future.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def open_connections(self) -> int:
+        """TCP connections from clients that the fake still holds open."""
+        assert self._runner is not None and self._loop is not None
+        server = self._runner.server
+        assert server is not None
+
+        async def count() -> int:
+            return len(server.connections)
+
+        return asyncio.run_coroutine_threadsafe(count(), self._loop).result(5)
+
+    def reset(self) -> None:
+        self.state = FakeState()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        body = {"object": "list", "data": [{"id": "fake-model", "object": "model",
+                                             "created": 1700000000, "owned_by": "fake"}]}
+        return web.json_response(body)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = orjson.loads(raw)
+        self.state.received.append(body)
+        self.state.headers.append(dict(request.headers))
+        rid = request.headers.get("X-Request-Id", "")
+        fake: dict[str, Any] = body.get("fake") or {}
+        self.counter += 1
+        completion_id = f"chatcmpl-fake{self.counter}"
+        self.state.in_progress += 1
+        try:
+            if fake.get("hang"):
+                if await self._idle(request, float(fake["hang"]), rid):
+                    return web.Response(status=499)
+            if fake.get("status"):
+                return _error(int(fake["status"]))
+            if fake.get("malformed"):
+                return web.Response(text="<html>upstream proxy error</html>",
+                                    content_type="application/json")
+            if body.get("stream"):
+                return await self._stream(request, body, fake, completion_id, rid)
+            if fake.get("delay") and await self._idle(request, float(fake["delay"]), rid):
+                return web.Response(status=499)
+            return web.json_response(self._completion(body, fake, completion_id))
+        finally:
+            self.state.in_progress -= 1
+
+    async def _idle(self, request: web.Request, seconds: float, rid: str) -> bool:
+        """Wait, watching the connection; True (and recorded) if the client closed it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self.state.closed.append(Closed(rid, time.monotonic()))
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _plan(self, body: dict[str, Any], fake: dict[str, Any]) -> tuple[list[str], str]:
+        reply = fake.get("reply") or f"Hello! You said: {_last_user_text(body)}"
+        words = _words(reply)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if limit is not None and len(words) > limit:
+            words, finish = words[:limit], "length"
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else stop or []
+        text = "".join(words)
+        for s in stops:
+            if s in text:
+                text = text[: text.index(s)]
+                words, finish = _words(text) if text else [], "stop"
+        return words, finish
+
+    def _tool_calls(self, body: dict[str, Any], fake: dict[str, Any]) -> list[dict[str, Any]]:
+        tools = body.get("tools") or []
+        count = int(fake.get("tool_calls", 0))
+        calls = []
+        for i in range(count):
+            name = tools[i % len(tools)]["function"]["name"] if tools else "f"
+            calls.append({"id": f"call_{self.counter}_{i}", "type": "function",
+                          "function": {"name": name,
+                                       "arguments": orjson.dumps({"city": f"Lima{i}"}).decode()}})
+        return calls
+
+    def _usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
+        prompt = _prompt_tokens(body)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+    def _completion(self, body: dict[str, Any], fake: dict[str, Any], cid: str) -> dict[str, Any]:
+        calls = self._tool_calls(body, fake)
+        choices = []
+        completion_tokens = 0
+        for index in range(int(body.get("n") or 1)):
+            if calls:
+                message: dict[str, Any] = {"role": "assistant", "content": None,
+                                           "tool_calls": calls}
+                finish = "tool_calls"
+                completion_tokens += 10 * len(calls)
+            else:
+                words, finish = self._plan(body, fake)
+                message = {"role": "assistant", "content": "".join(words)}
+                completion_tokens += len(words)
+            choices.append({"index": index, "message": message, "logprobs": None,
+                            "finish_reason": finish})
+        return {
+            "id": cid,
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": body["model"],
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+            "usage": self._usage(body, completion_tokens),
+        }
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], fake: dict[str, Any],
+                      cid: str, rid: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        delay = float(fake.get("delay", 0.002))
+        base = {"id": cid, "object": "chat.completion.chunk", "created": 1700000000,
+                "model": body["model"], "system_fingerprint": "fp_fake"}
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        frames: list[dict[str, Any]] = []
+        calls = self._tool_calls(body, fake)
+        if calls:
+            frames.append({"index": 0, "delta": {"role": "assistant", "content": None},
+                           "finish_reason": None})
+            for i, call in enumerate(calls):
+                frames.append({"index": 0, "delta": {"tool_calls": [
+                    {"index": i, "id": call["id"], "type": "function",
+                     "function": {"name": call["function"]["name"], "arguments": ""}}]},
+                    "finish_reason": None})
+                args = call["function"]["arguments"]
+                for piece in (args[: len(args) // 2], args[len(args) // 2:]):
+                    frames.append({"index": 0, "delta": {"tool_calls": [
+                        {"index": i, "function": {"arguments": piece}}]}, "finish_reason": None})
+            finish, completion_tokens = "tool_calls", 10 * len(calls)
+        else:
+            words, finish = self._plan(body, fake)
+            frames.append({"index": 0, "delta": {"role": "assistant", "content": ""},
+                           "finish_reason": None})
+            frames += [{"index": 0, "delta": {"content": w}, "finish_reason": None} for w in words]
+            completion_tokens = len(words)
+        frames.append({"index": 0, "delta": {}, "finish_reason": finish})
+
+        fail_after = fake.get("fail_after")
+        reset_after = fake.get("reset_after")
+        try:
+            for n, choice in enumerate(frames):
+                if fail_after is not None and n == int(fail_after):
+                    error = {"error": {"message": "The engine ran out of KV cache.",
+                                       "type": "server_error", "param": None, "code": 500}}
+                    await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                    await response.write(b"data: [DONE]\n\n")
+                    return response
+                if reset_after is not None and n == int(reset_after):
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                chunk = {**base, "choices": [choice]}
+                if include_usage:
+                    chunk["usage"] = None
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if delay and await self._idle(request, delay, rid):
+                    return response
+            if include_usage:
+                usage = {**base, "choices": [], "usage": self._usage(body, completion_tokens)}
+                await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+            if not fake.get("no_done"):
+                await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            self.state.closed.append(Closed(rid, time.monotonic()))
+        return response
+
+
+def _error(status: int) -> web.Response:
+    kinds = {400: ("invalid_request_error", "Invalid 'messages': bad role.", "invalid_value"),
+             401: ("invalid_request_error", "Incorrect API key provided.", "invalid_api_key"),
+             404: ("invalid_request_error", "The model does not exist.", "model_not_found"),
+             429: ("requests", "Rate limit reached for requests.", "rate_limit_exceeded")}
+    err_type, message, code = kinds.get(status, ("server_error", "The server had an error.", None))
+    body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    headers = {"Retry-After": "7"} if status == 429 else None
+    return web.json_response(body, status=status, headers=headers)
