@@ -1,0 +1,1 @@
+"""The local engine: its supervised process and the embedded default model."""
