@@ -1,0 +1,237 @@
+"""A fast mock OpenAI-compatible upstream, for benchmarks only (the faithful fake is in tests/).
+
+It answers every ``POST /v1/chat/completions`` with the same prebuilt bytes, so what a benchmark
+measures is the gateway (or the HTTP client) in front of it, not the mock. Raw asyncio protocol,
+httptools parser, uvloop where installed; one process, meant to run apart from the load
+generator and the gateway so it does not share their event loop.
+
+- non-streaming: a fixed ``chat.completion`` JSON;
+- ``"stream": true`` in the body: ``--chunks`` content chunks, a finish chunk, a usage chunk when
+  ``stream_options.include_usage`` is asked for, then ``data: [DONE]``, chunked like uvicorn does.
+  ``--interval-ms 0`` writes the whole stream at once; above 0 the first chunk goes out at once
+  and each next one after that many milliseconds (a model's pacing);
+- ``GET /v1/models`` and ``GET /health`` for readiness probes.
+
+    python bench/mock_upstream.py --port 9100 --chunks 32 --interval-ms 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from typing import Any, cast
+
+import httptools
+import orjson
+
+try:
+    import uvloop
+except ImportError:  # plain asyncio works too, only slower
+    uvloop = None  # type: ignore[assignment]
+
+MODEL = "bench-model"
+CREATED = 1_700_000_000
+WORD = "lorem "
+
+
+def _response(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"content-type: " + content_type + b"\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n"
+        b"\r\n" + body
+    )
+
+
+def _completion(tokens: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": WORD * tokens, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 24,
+                "completion_tokens": tokens,
+                "total_tokens": 24 + tokens,
+            },
+            "system_fingerprint": None,
+        }
+    )
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": MODEL,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def _frame(event: bytes) -> bytes:
+    """One SSE event as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
+    data = b"data: " + event + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def stream_frames(chunks: int, usage: bool) -> list[bytes]:
+    frames = [_frame(orjson.dumps(_chunk({"role": "assistant", "content": ""})))]
+    frames += [_frame(orjson.dumps(_chunk({"content": WORD}))) for _ in range(chunks)]
+    frames.append(_frame(orjson.dumps(_chunk({}, "stop"))))
+    if usage:
+        counts = {"prompt_tokens": 24, "completion_tokens": chunks, "total_tokens": 24 + chunks}
+        event = {**_chunk({}), "choices": [], "usage": counts}
+        frames.append(_frame(orjson.dumps(event)))
+    frames.append(_frame(b"[DONE]"))
+    frames.append(b"0\r\n\r\n")
+    return frames
+
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"content-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n"
+    b"\r\n"
+)
+MODELS = _response(
+    b"200 OK",
+    orjson.dumps(
+        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED}]}
+    ),
+)
+HEALTH = _response(b"200 OK", b"{}")
+NOT_FOUND = _response(b"404 Not Found", b'{"error":{"message":"not found","type":"not_found"}}')
+
+
+class Answers:
+    """Every byte the mock will ever send, built once at start."""
+
+    def __init__(self, tokens: int, chunks: int, interval: float) -> None:
+        self.completion = _response(b"200 OK", _completion(tokens))
+        self.interval = interval
+        self.frames = {usage: stream_frames(chunks, usage) for usage in (False, True)}
+        self.whole = {usage: STREAM_HEAD + b"".join(f) for usage, f in self.frames.items()}
+
+
+class MockProtocol(asyncio.Protocol):
+    __slots__ = ("answers", "body", "loop", "parser", "transport", "url")
+
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        method = self.parser.get_method()
+        path = self.url.split(b"?", 1)[0]
+        if method == b"POST" and path == b"/v1/chat/completions":
+            body = b"".join(self.body)
+            if b'"stream":true' in body or b'"stream": true' in body:
+                usage = b'"include_usage":true' in body or b'"include_usage": true' in body
+                self._stream(transport, usage)
+            else:
+                transport.write(self.answers.completion)
+        elif path == b"/v1/models":
+            transport.write(MODELS)
+        elif path == b"/health":
+            transport.write(HEALTH)
+        else:
+            transport.write(NOT_FOUND)
+        if not self.parser.should_keep_alive():
+            transport.close()
+
+    def _stream(self, transport: asyncio.Transport, usage: bool) -> None:
+        answers = self.answers
+        if answers.interval <= 0:
+            transport.write(answers.whole[usage])
+            return
+        frames = answers.frames[usage]
+        transport.write(STREAM_HEAD + frames[0])
+        # call_later chains instead of a task per stream: cheaper, and the mock stays fast.
+        self.loop.call_later(answers.interval, self._next_frame, transport, frames, 1)
+
+    def _next_frame(self, transport: asyncio.Transport, frames: list[bytes], i: int) -> None:
+        if transport.is_closing():
+            return
+        transport.write(frames[i])
+        if i + 1 < len(frames):
+            self.loop.call_later(self.answers.interval, self._next_frame, transport, frames, i + 1)
+
+
+async def serve(host: str, port: int, answers: Answers) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: MockProtocol(answers), host, port, backlog=4096)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"mock upstream on http://{host}:{bound}/v1", flush=True)
+    await stop.wait()
+    server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--tokens", type=int, default=16, help="words in a whole completion")
+    parser.add_argument("--chunks", type=int, default=32, help="content chunks per stream")
+    parser.add_argument("--interval-ms", type=float, default=0.0, help="pacing between chunks")
+    parser.add_argument("--cpu", type=int, help="pin this process to one CPU")
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    answers = Answers(args.tokens, args.chunks, args.interval_ms / 1000)
+    if uvloop is not None:
+        uvloop.run(serve(args.host, args.port, answers))
+    else:
+        asyncio.run(serve(args.host, args.port, answers))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Every failure reaches the client as OpenAI's error envelope with the right status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.support import PuenteProcess
+
+MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
+
+
+def _envelope(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in response.text
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def _post(puente: PuenteProcess, content: bytes | str, **kw: Any) -> httpx.Response:
+    return httpx.post(
+        puente.base_url + "/chat/completions",
+        content=content,
+        headers={"content-type": "application/json", **kw.pop("headers", {})},
+        timeout=10,
+        **kw,
+    )
+
+
+def test_malformed_json_is_400(puente: PuenteProcess) -> None:
+    response = _post(puente, b'{"model": "fake-model", "messages": [')
+    assert response.status_code == 400
+    assert _envelope(response)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": MESSAGES}, "model"),
+        ({"model": "fake-model"}, "messages"),
+        ({"model": "fake-model", "messages": []}, "messages"),
+        (
+            {"model": "fake-model", "messages": [{"role": "robot", "content": "x"}]},
+            "messages[0].role",
+        ),
+        (
+            {"model": "fake-model", "messages": [{"role": "user", "content": 3}]},
+            "messages[0].content",
+        ),
+        ({"model": "fake-model", "messages": MESSAGES, "temperature": 9}, "temperature"),
+        ({"model": "fake-model", "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
+        ({"model": "fake-model", "messages": MESSAGES, "stream": "yes"}, "stream"),
+        (
+            {"model": "fake-model", "messages": MESSAGES, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
+    ],
+)
+def test_schema_violation_is_400_naming_the_param(
+    puente: PuenteProcess, fake: FakeOpenAI, body: dict[str, Any], param: str
+) -> None:
+    response = httpx.post(puente.base_url + "/chat/completions", json=body, timeout=10)
+    assert response.status_code == 400
+    assert _envelope(response)["param"] == param
+    assert fake.state.received == []
+
+
+def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert caught.value.code == "model_not_found"
+    assert "no-such-model" in caught.value.message
+
+
+def test_model_with_unset_key_says_which_variable(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="needs-key", messages=MESSAGES)
+    assert caught.value.code == "model_not_found"
+    assert "PUENTE_TEST_UNSET_KEY" in caught.value.message
+    ids = [m.id for m in client.models.list()]
+    assert "needs-key" not in ids
+
+
+def test_body_over_limit_is_413(puente: PuenteProcess, fake: FakeOpenAI) -> None:
+    big = "x" * 250_000
+    response = httpx.post(
+        puente.base_url + "/chat/completions",
+        timeout=10,
+        json={"model": "fake-model", "messages": [{"role": "user", "content": big}]},
+    )
+    assert response.status_code == 413
+    assert _envelope(response)["code"] == "request_too_large"
+
+    def chunks() -> Any:  # no Content-Length: the limit holds while reading, too
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    response = httpx.post(puente.base_url + "/chat/completions", content=chunks(), timeout=10)
+    assert response.status_code == 413
+    assert fake.state.received == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("status", "exc", "retry_after"),
+    [
+        (400, openai.BadRequestError, None),
+        (401, openai.AuthenticationError, None),
+        (404, openai.NotFoundError, None),
+        (429, openai.RateLimitError, "7"),
+    ],
+)
+def test_upstream_4xx_passes_through(
+    client: openai.OpenAI,
+    direct: openai.OpenAI,
+    status: int,
+    exc: type[openai.APIStatusError],
+    retry_after: str | None,
+    stream: bool,
+) -> None:
+    with pytest.raises(exc) as caught:
+        client.chat.completions.create(
+            model="fake-model",
+            messages=MESSAGES,
+            stream=stream,
+            extra_body={"fake": {"status": status}},
+        )
+    assert caught.value.status_code == status
+    assert caught.value.response.headers.get("retry-after") == retry_after
+    with pytest.raises(exc) as straight:
+        direct.chat.completions.create(
+            model="fake-model", messages=MESSAGES, extra_body={"fake": {"status": status}}
+        )
+    assert caught.value.body == straight.value.body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("model", "fault", "status", "code"),
+    [
+        ("fake-model", {"status": 500}, 502, None),
+        ("fake-model", {"status": 503}, 502, None),
+        ("fake-model", {"malformed": True}, 502, "upstream_bad_response"),
+        ("refused", {}, 502, "upstream_unreachable"),
+        ("slow", {"hang": 2}, 504, "upstream_timeout"),
+    ],
+    ids=["500", "503", "malformed", "refused", "timeout"],
+)
+def test_upstream_failure_before_the_answer_keeps_its_status(
+    puente: PuenteProcess,
+    fake: FakeOpenAI,
+    model: str,
+    fault: dict[str, Any],
+    status: int,
+    code: str | None,
+    stream: bool,
+) -> None:
+    response = httpx.post(
+        puente.base_url + "/chat/completions",
+        timeout=10,
+        json={"model": model, "messages": MESSAGES, "stream": stream, "fake": fault},
+    )
+    assert response.status_code == status
+    error = _envelope(response)
+    if code is not None:
+        assert error["code"] == code
+    assert response.headers["content-type"].startswith("application/json")
+
+
+def test_failure_after_stream_began_is_an_sse_error_event_then_done(
+    puente: PuenteProcess, client: openai.OpenAI
+) -> None:
+    with httpx.stream(
+        "POST",
+        puente.base_url + "/chat/completions",
+        timeout=10,
+        json={
+            "model": "fake-model",
+            "messages": MESSAGES,
+            "stream": True,
+            "fake": {"fail_after": 3},
+        },
+    ) as response:
+        assert response.status_code == 200
+        frames = response.read().decode().split("\n\n")
+    assert frames[-1] == ""
+    assert frames[-2] == "data: [DONE]"
+    assert frames[-3].startswith('event: error\ndata: {"error":')
+    assert all(f.startswith("data: {") for f in frames[:3])
+
+    received = []
+    with pytest.raises(openai.APIError, match="KV cache"):
+        for chunk in client.chat.completions.create(
+            model="fake-model",
+            messages=MESSAGES,
+            stream=True,
+            extra_body={"fake": {"fail_after": 3}},
+        ):
+            received.append(chunk)
+    assert len(received) == 3
+
+
+@pytest.mark.parametrize("fault", [{"reset_after": 2}, {"no_done": True}])
+def test_stream_cut_by_the_upstream_ends_with_an_error_event(
+    puente: PuenteProcess, fake: FakeOpenAI, fault: dict[str, Any]
+) -> None:
+    with httpx.stream(
+        "POST",
+        puente.base_url + "/chat/completions",
+        timeout=10,
+        json={"model": "fake-model", "messages": MESSAGES, "stream": True, "fake": fault},
+    ) as response:
+        text = response.read().decode()
+    assert response.status_code == 200
+    assert text.endswith("data: [DONE]\n\n")
+    assert "event: error" in text
+
+
+def test_unknown_route_and_method_are_enveloped(puente: PuenteProcess) -> None:
+    response = httpx.get(puente.url + "/v1/nothing-here")
+    assert response.status_code == 404
+    _envelope(response)
+    response = httpx.get(puente.base_url + "/chat/completions")
+    assert response.status_code == 405
+    _envelope(response)
+
+
+def test_server_keeps_serving_after_failures(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    assert answer.choices[0].message.content == "Hello! You said: hello"
