@@ -1,0 +1,138 @@
+"""``provider: vllm``: a vLLM engine, launched and supervised by Puente or already running.
+
+vLLM speaks OpenAI's API, so requests go through the OpenAI-compatible provider. What is
+vLLM's own: the engine's root ``/health`` for probes, the supervised child process (``launch:``),
+answering 503 with Retry-After while it loads, and a clear 400 when tools reach an engine that
+was started without a tool-call parser. Replicas (``endpoints:``) are health-checked all the
+time, not only once they refused a connection: a vLLM whose engine core died still accepts
+connections but answers ``/health`` with 503, and is taken out before a client meets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import aiohttp
+
+from server.balancer import Endpoint
+from server.config import ModelConfig
+from server.engine.supervisor import Engine
+from server.errors import (
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamConnectionError,
+    UpstreamStatusError,
+)
+from server.protocol import JSON, ChatRequest, StreamChunk
+from server.providers.base import Health
+from server.providers.openai_compatible import PROBE_INTERVAL, OpenAICompatibleProvider
+
+# What a client is told to wait while an engine loads or restarts.
+LOADING_RETRY_AFTER = 10.0
+
+
+class VLLMProvider(OpenAICompatibleProvider):
+    kind = "vllm"
+
+    def __init__(self, config: ModelConfig, session: aiohttp.ClientSession) -> None:
+        self.engine: Engine | None = None
+        if config.launch is not None:
+            self.engine = Engine(config.name, config.upstream_name(config.name), config.launch)
+            config = config.model_copy(update={"endpoints": [self.engine.base_url]})
+        super().__init__(config, session)
+        self._checker: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> str:
+        return self.engine.state if self.engine is not None else "ready"
+
+    async def start(self) -> None:
+        if self.engine is not None:
+            self.engine.start()
+        else:
+            name = f"health checks {self.config.name}"
+            self._checker = asyncio.create_task(self._check_replicas(), name=name)
+        await super().start()
+
+    async def aclose(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            await asyncio.gather(self._checker, return_exceptions=True)
+            self._checker = None
+        await super().aclose()
+        if self.engine is not None:
+            await self.engine.stop()
+
+    async def _check_replicas(self) -> None:
+        """Probe the healthy replicas too; the base prober brings failed ones back in."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            healthy = [e for e in self.balancer.endpoints if e.healthy]
+            await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in healthy))
+
+    def _probe_url(self, endpoint: Endpoint) -> str:
+        # vLLM's health check lives at the server root, beside /v1.
+        return endpoint.url.removesuffix("/v1") + "/health"
+
+    def _check_engine(self) -> None:
+        if self.engine is not None and self.engine.state != "ready":
+            verb = "is loading" if self.engine.state in ("starting", "loading") else "is down"
+            detail = f" ({self.engine.detail})" if self.engine.detail else ""
+            raise ServiceUnavailable(
+                f"Model '{self.config.name}' {verb}{detail}; try again shortly.",
+                retry_after=LOADING_RETRY_AFTER,
+                code="model_loading" if verb == "is loading" else "model_unavailable",
+            )
+
+    @contextmanager
+    def _explained(self, request: ChatRequest) -> Iterator[None]:
+        """vLLM's 400 for tools on an engine without a tool-call parser, made actionable; a
+        launched engine that cannot be reached is one that just died and is being restarted
+        (the supervisor notices within a moment), so the client is told to come back."""
+        try:
+            yield
+        except UpstreamConnectionError:
+            if self.engine is None:
+                raise
+            raise ServiceUnavailable(
+                f"Model '{self.config.name}' is unavailable: its engine stopped and is being "
+                "restarted; try again shortly.",
+                retry_after=LOADING_RETRY_AFTER,
+                code="model_unavailable",
+            ) from None
+        except UpstreamStatusError as error:
+            if not (
+                error.upstream_status == 400
+                and request.body.get("tools")
+                and "tool-call-parser" in error.message
+            ):
+                raise
+            raise InvalidRequest(
+                f"Model '{self.config.name}' was started without tool calling, so it cannot "
+                "take 'tools'. Set 'launch.tool_call_parser' in its config entry (for a "
+                "launched engine), or start the engine with --enable-auto-tool-choice "
+                "--tool-call-parser NAME.",
+                param="tools",
+                code="tools_not_enabled",
+            ) from None
+
+    async def complete(self, request: ChatRequest) -> JSON:
+        self._check_engine()
+        with self._explained(request):
+            return await super().complete(request)
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        self._check_engine()
+        with self._explained(request):
+            async with super().stream(request) as chunks:
+                yield chunks
+
+    async def health(self, timeout: float = 3.0) -> Health:
+        if self.engine is not None and self.engine.state != "ready":
+            if self.engine.state == "down":
+                return Health("down", detail=self.engine.detail)
+            return Health("loading", detail=self.engine.detail)
+        return await super().health(timeout)
