@@ -1,0 +1,72 @@
+"""``provider: gemini``: Google Gemini (the Gemini API, ``generativelanguage.googleapis.com``)
+through the official ``google-genai`` SDK, translated both ways in ``gemini_translate``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from server.config import ModelConfig
+from server.protocol import JSON, ChatRequest, StreamChunk
+from server.providers.cloud import CloudClients
+from server.providers.gemini_translate import StreamTranslator, build_request, to_completion
+from server.providers.sdk_base import SDKProvider
+from server.providers.vendor_errors import GEMINI
+
+
+class GeminiProvider(SDKProvider):
+    kind = "gemini"
+    vendor = "Gemini"
+    errors = GEMINI
+    caught = (genai_errors.APIError, genai_errors.UnknownApiResponseError, httpx2.HTTPError)
+
+    def __init__(self, config: ModelConfig, cloud: CloudClients) -> None:
+        super().__init__(config)
+        self.images = cloud.images
+        self.client = genai.Client(
+            vertexai=False,  # never switched on by GOOGLE_GENAI_USE_VERTEXAI in the environment
+            api_key=config.api_key or "none",
+            http_options=types.HttpOptions(
+                base_url=config.base_url,
+                headers=config.headers or None,
+                # The SDK takes one number (milliseconds) for every phase: the read timeout.
+                timeout=int(config.timeouts.read * 1000),
+                httpx_async_client=cloud.http,
+                retry_options=types.HttpRetryOptions(attempts=1),  # Puente's router retries
+            ),
+        )
+
+    async def complete(self, request: ChatRequest) -> JSON:
+        contents, config = await build_request(request, self.images)
+        response = await self.call(
+            self.client.aio.models.generate_content(
+                model=request.upstream_model, contents=contents, config=config
+            )
+        )
+        return to_completion(response, request.model)
+
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        return self.open_stream(self._chunks(request))
+
+    async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        contents, config = await build_request(request, self.images)
+        translator = StreamTranslator(request.model)
+        stream = await self.client.aio.models.generate_content_stream(
+            model=request.upstream_model, contents=contents, config=config
+        )
+        try:
+            async for response in stream:
+                for chunk in translator.feed(response):
+                    yield chunk
+            for chunk in translator.finish():
+                yield chunk
+        finally:
+            # The SDK's stream is an async generator; closing it closes the HTTP response.
+            await stream.aclose()  # type: ignore[attr-defined]

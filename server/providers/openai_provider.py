@@ -1,0 +1,88 @@
+"""``provider: openai``: OpenAI, or any vendor that speaks its API at a ``base_url`` (DeepSeek,
+Mistral, Groq, OpenRouter, Ollama …), through the official ``openai`` SDK.
+
+No translation is needed: the client's body goes out as sent (only ``model`` swapped), every field
+the SDK has no argument for riding in ``extra_body``, and the SDK's objects come back as dicts.
+What this provider adds over ``openai_compatible`` is the SDK's own handling of the vendor's
+errors and stream framing, mapped once in ``vendor_errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx2
+import openai
+
+from server.config import ModelConfig
+from server.protocol import JSON, ChatRequest, StreamChunk
+from server.providers.cloud import CloudClients, sdk_timeout
+from server.providers.sdk_base import SDKProvider
+from server.providers.vendor_errors import OPENAI
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Sent as the SDK's own arguments; everything else in the body goes in ``extra_body``.
+_OWN = ("model", "messages", "stream")
+
+
+def _vendor(base_url: str | None) -> str:
+    host = urlsplit(base_url or DEFAULT_BASE_URL).hostname or ""
+    return "OpenAI" if host in ("", "api.openai.com") else host
+
+
+class OpenAIProvider(SDKProvider):
+    kind = "openai"
+    errors = OPENAI
+    caught = (openai.OpenAIError, httpx2.HTTPError)
+
+    def __init__(self, config: ModelConfig, cloud: CloudClients) -> None:
+        self.vendor = _vendor(config.base_url)
+        super().__init__(config)
+        # Given explicitly so the SDK never picks a key or URL up from OPENAI_* variables.
+        self.client = openai.AsyncOpenAI(
+            api_key=config.api_key or "none",
+            base_url=config.base_url or DEFAULT_BASE_URL,
+            timeout=sdk_timeout(config),
+            max_retries=0,  # Puente's router decides about retries
+            default_headers=config.headers or None,
+            http_client=cloud.http,
+        )
+
+    def _extra(self, request: ChatRequest, stream: bool) -> JSON:
+        extra = {k: v for k, v in request.body.items() if k not in _OWN}
+        if stream and not request.include_usage:
+            # Ask for usage anyway, to count tokens; the gateway drops that chunk for the client.
+            extra["stream_options"] = {**(extra.get("stream_options") or {}), "include_usage": True}
+        return extra
+
+    async def complete(self, request: ChatRequest) -> JSON:
+        result = await self.call(
+            self.client.chat.completions.create(
+                model=request.upstream_model,
+                messages=cast(Any, request.messages),
+                extra_body=self._extra(request, stream=False),
+            )
+        )
+        return result.to_dict(mode="json")
+
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        return self.open_stream(self._chunks(request))
+
+    async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        stream = await self.client.chat.completions.create(
+            model=request.upstream_model,
+            messages=cast(Any, request.messages),
+            stream=True,
+            extra_body=self._extra(request, stream=True),
+        )
+        try:
+            async for chunk in stream:
+                yield StreamChunk(data=chunk.to_dict(mode="json"))
+        finally:
+            await stream.close()
