@@ -1,0 +1,282 @@
+"""Who is calling: the key in ``Authorization: Bearer …`` (or ``x-api-key``) → a ``Principal``,
+and what that principal may do: which models (404 for the others, exactly as for a model that
+does not exist, so the catalogue does not leak) and how much (429 past a limit or a budget).
+
+When is a key needed? ``auth: keys`` — always; ``auth: none`` — never; unset — as soon as a key
+exists or ``PUENTE_ADMIN_KEY`` is set. Before that, requests are served without a key, but only
+while Puente listens on a loopback address (``puente serve`` refuses any other address then).
+A presented key is ignored while no key is needed: SDKs always send one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+
+from server.access.keys import ApiKey, hash_secret, same_hash
+from server.access.metrics import ANONYMOUS, AccessMetrics, Children
+from server.access.periods import day_of
+from server.access.ratelimit import Decision, Limiter
+from server.access.storage import StorageError, Store, UsageRow
+from server.access.usage import UsageRecorder
+from server.config import AuthMode
+from server.errors import ModelNotFound, RateLimited, ServiceUnavailable, Unauthorized
+from server.gateway import RequestRecord
+
+log = logging.getLogger("puente.access")
+
+T = TypeVar("T")
+
+# How long "no key exists yet" is believed before asking the database again.
+_NO_KEYS_RECHECK = 1.0
+
+
+def presented_secret(headers: Mapping[str, str]) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("x-api-key")
+    if api_key and api_key.strip():
+        return api_key.strip()
+    return None
+
+
+def _unauthorized(message: str, code: str) -> Unauthorized:
+    error = Unauthorized(message, code=code)
+    error.headers["WWW-Authenticate"] = "Bearer"
+    return error
+
+
+_MISSING = (
+    "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+    "(or in an 'x-api-key' header)."
+)
+_NO_KEYS_EXPOSED = (
+    "Puente has no API keys and listens on a non-loopback address, so it serves no one. "
+    "Create a key with 'puente keys create NAME', or set 'auth: none'."
+)
+
+
+_STATE_MESSAGES = {
+    "expired": "This API key has expired.",
+    "revoked": "This API key has been revoked.",
+}
+
+
+@dataclass(slots=True)
+class Principal:
+    """The caller of one request: a key, or nobody when no key is needed."""
+
+    key: ApiKey | None
+    access: Access
+
+    @property
+    def name(self) -> str | None:
+        return None if self.key is None else self.key.name
+
+    def may_use(self, model: str) -> bool:
+        return self.key is None or self.key.allows(model)
+
+    async def admit(self, model: str) -> None:
+        """404 for a model this key may not use, 429 over a limit; otherwise count the request."""
+        await self.access.admit(self, model)
+
+
+class Access:
+    def __init__(
+        self,
+        *,
+        mode: AuthMode | None,
+        store: Store,
+        limiter: Limiter,
+        recorder: UsageRecorder,
+        metrics: AccessMetrics,
+        admin_hash: str | None,
+        loopback: bool,
+    ) -> None:
+        self.mode = mode
+        self.store = store
+        self.limiter = limiter
+        self.recorder = recorder
+        self.metrics = metrics
+        self.admin_hash = admin_hash
+        self.loopback = loopback
+        self._keys_exist = admin_hash is not None
+        self._checked_at = 0.0
+        self._seen: dict[str, ApiKey] = {}
+        self._anonymous = Principal(None, self)
+        self._requests = Children(metrics.requests)
+        self._tokens = Children(metrics.tokens)
+
+    # -- authentication ------------------------------------------------------------------------
+
+    async def _open(self) -> bool:
+        """Whether requests are served without a key right now (see the module's docstring)."""
+        if self.mode is not None:
+            return self.mode == "none"
+        now = time.monotonic()
+        if not self._keys_exist and now - self._checked_at >= _NO_KEYS_RECHECK:
+            self._keys_exist = await self._store_call(self.store.any_keys())
+            self._checked_at = now
+        return self.loopback and not self._keys_exist
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if self.mode == "none":
+            return self._anonymous
+        secret = presented_secret(headers)
+        if secret is None:
+            if await self._open():
+                return self._anonymous
+            self.metrics.auth_failures.labels("missing").inc()
+            if self.mode is None and not self._keys_exist:
+                raise _unauthorized(_NO_KEYS_EXPOSED, "no_api_keys")
+            raise _unauthorized(_MISSING, "missing_api_key")
+        digest = hash_secret(secret)
+        key = await self._store_call(self.store.find_key(digest))
+        if key is None or not same_hash(key.key_hash, digest):
+            if await self._open():
+                return self._anonymous  # SDKs send some key even when none is needed
+            self.metrics.auth_failures.labels("invalid").inc()
+            raise _unauthorized("Incorrect API key provided.", "invalid_api_key")
+        self._keys_exist = True
+        state = key.state()
+        if state != "active":
+            self.metrics.auth_failures.labels(state).inc()
+            raise _unauthorized(_STATE_MESSAGES[state], f"{state}_api_key")
+        self._seen[key.name] = key
+        return Principal(key, self)
+
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        secret = presented_secret(headers)
+        if self.admin_hash is None or secret is None:
+            return False
+        return same_hash(self.admin_hash, hash_secret(secret))
+
+    def key_created(self) -> None:
+        self._keys_exist = True
+
+    async def _store_call(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except StorageError as exc:
+            log.error("key store failed: %s", exc)
+            raise ServiceUnavailable(
+                "API keys cannot be checked right now; try again shortly.", retry_after=1
+            ) from None
+
+    # -- admission -----------------------------------------------------------------------------
+
+    async def admit(self, principal: Principal, model: str) -> None:
+        key = principal.key
+        if key is None:
+            return
+        if not key.allows(model):
+            raise ModelNotFound(f"The model '{model}' does not exist.")
+        limits = key.limits
+        if not (limits.rpm or limits.counts_tokens):
+            return
+        decision = await self.limiter.admit(key)
+        if decision.refused is not None:
+            self.metrics.limited.labels(key.name, decision.refused).inc()
+            raise _refusal(key, decision)
+
+    # -- the end of every request (a Gateway listener) -----------------------------------------
+
+    def on_request_end(self, record: RequestRecord) -> None:
+        name = record.principal
+        label = name or ANONYMOUS
+        self._requests(label, record.model, str(record.status)).inc()
+        if record.prompt_tokens:
+            self._tokens(label, record.model, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self._tokens(label, record.model, "completion").inc(record.completion_tokens)
+        tokens = record.prompt_tokens + record.completion_tokens
+        key = self._seen.get(name) if name else None
+        if key is not None and tokens and key.limits.counts_tokens:
+            self.limiter.settle(key, tokens)
+        now = time.time()
+        self.recorder.add(
+            UsageRow(
+                ts=now,
+                day=day_of(now),
+                request_id=record.request_id,
+                key_name=name,
+                model=record.model,
+                persona=record.persona,
+                provider=record.provider,
+                stream=record.stream,
+                status=record.status,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                latency_ms=round(record.duration * 1000, 3),
+            )
+        )
+
+    async def aclose(self) -> None:
+        try:
+            await self.recorder.aclose()
+        finally:
+            try:
+                await self.limiter.aclose()
+            finally:
+                await self.store.aclose()
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's style for ``x-ratelimit-reset-*``: ``1s``, ``6m0s``."""
+    whole = max(1, int(-(-seconds // 1)))
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _refusal(key: ApiKey, decision: Decision) -> RateLimited:
+    limits = key.limits
+    headers: dict[str, str] = {}
+    if limits.rpm:
+        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - decision.requests_used))
+        headers["x-ratelimit-reset-requests"] = _duration(decision.requests_reset)
+    if limits.tpm:
+        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - decision.tokens_used))
+        headers["x-ratelimit-reset-tokens"] = _duration(decision.tokens_reset)
+    wait = _duration(decision.retry_after)
+    name = key.name
+    if decision.refused == "requests":
+        message = f"Rate limit reached for key '{name}': {limits.rpm} requests per minute."
+    elif decision.refused == "tokens":
+        message = f"Rate limit reached for key '{name}': {limits.tpm} tokens per minute."
+    elif decision.refused == "budget_day":
+        return RateLimited(
+            f"Key '{name}' has used its daily token budget ({limits.budget_day} tokens); "
+            f"it renews at 00:00 UTC, in {wait}.",
+            retry_after=decision.retry_after,
+            code="budget_exceeded",
+            headers=headers,
+        )
+    else:
+        return RateLimited(
+            f"Key '{name}' has used its monthly token budget ({limits.budget_month} tokens); "
+            f"it renews on the 1st at 00:00 UTC, in {wait}.",
+            retry_after=decision.retry_after,
+            code="budget_exceeded",
+            headers=headers,
+        )
+    return RateLimited(
+        f"{message} Try again in {wait}.", retry_after=decision.retry_after, headers=headers
+    )
+
+
+async def authenticate(request: Request) -> Principal:
+    access: Access = request.app.state.runtime.extensions["access"]
+    return await access.authenticate(request.headers)
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

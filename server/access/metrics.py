@@ -1,0 +1,59 @@
+"""Prometheus series of the access layer, labelled by key name (never by key)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+ANONYMOUS = "-"
+"""The ``key`` label of requests served without a key (``auth: none``, or no keys yet)."""
+
+
+class AccessMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "puente_key_requests_total",
+            "Chat completion requests, by key name, public model and HTTP status.",
+            ["key", "model", "status"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "puente_key_tokens_total",
+            "Tokens used, by key name, public model and type (prompt or completion).",
+            ["key", "model", "type"],
+            registry=r,
+        )
+        self.limited = Counter(
+            "puente_key_rate_limited_total",
+            "Requests refused with 429, by key name and the limit they hit.",
+            ["key", "limit"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "puente_auth_failures_total",
+            "Requests refused with 401, by reason (missing, invalid, expired, revoked).",
+            ["reason"],
+            registry=r,
+        )
+        self.usage_written = Counter(
+            "puente_usage_rows_written_total", "Usage rows written to the database.", registry=r
+        )
+        self.usage_dropped = Counter(
+            "puente_usage_rows_dropped_total",
+            "Usage rows dropped because the database failed for too long.",
+            registry=r,
+        )
+
+
+class Children:
+    """``counter.labels(...)`` remembered: the labels call costs more than the increment."""
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def __call__(self, *labels: str) -> Counter:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child

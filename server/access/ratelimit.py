@@ -1,0 +1,185 @@
+"""Per-key limits: requests and tokens per minute, and token budgets per UTC day and month.
+
+Minutes are sliding: a request counts against its key for the 60 seconds after it, kept in
+one-second buckets, so "60 requests per minute" means at most 60 in any 60 seconds, with no burst
+at the turn of a minute. The request count is checked and taken in one step at admission; tokens
+are only known at the end, so they are added then (``settle``) and a key is refused once what it
+already used reaches a limit — the request that crosses a line is answered, the next one is not.
+
+``MemoryLimiter`` keeps the counts for one process; ``RedisLimiter`` (ratelimit_redis.py) keeps
+the same counts in Redis, updated by Lua scripts, so any number of replicas share them exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from server.access import periods
+from server.access.keys import ApiKey
+
+WINDOW = 60
+
+LimitName = Literal["requests", "tokens", "budget_day", "budget_month"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the limiter said about one request, with what the ``x-ratelimit-*`` headers show."""
+
+    refused: LimitName | None = None
+    retry_after: float = 0.0
+    requests_used: int = 0
+    """Requests in the window, this one included when it was admitted."""
+    requests_reset: float = 0.0
+    tokens_used: int = 0
+    tokens_reset: float = 0.0
+    budget_used: int = 0
+
+
+ADMITTED = Decision()
+
+
+class Limiter(Protocol):
+    async def admit(self, key: ApiKey) -> Decision: ...
+
+    def settle(self, key: ApiKey, tokens: int) -> None:
+        """Count the tokens a finished request used (called from the request's listener)."""
+        ...
+
+    async def seed(self, day: dict[str, int], month: dict[str, int]) -> None:
+        """Start the budgets from what the usage table says was already used."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SlidingWindow:
+    """Counts in one-second buckets over the last ``WINDOW`` seconds."""
+
+    __slots__ = ("_buckets", "_total")
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[int]] = deque()
+        self._total = 0
+
+    def used(self, second: int) -> int:
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= second - WINDOW:
+            self._total -= buckets.popleft()[1]
+        return self._total
+
+    def add(self, second: int, amount: int) -> None:
+        self.used(second)
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += amount
+        else:
+            self._buckets.append([second, amount])
+        self._total += amount
+
+    def wait(self, limit: int, now: float) -> float:
+        """Seconds until the count drops below ``limit`` (0 when it already has)."""
+        total = self._total
+        for second, amount in self._buckets:
+            if total < limit:
+                break
+            total -= amount
+            if total < limit:
+                return max(0.0, second + WINDOW - now)
+        return 0.0
+
+
+def budget_refusal(key: ApiKey, day_used: int, month_used: int, now: float) -> Decision | None:
+    limits = key.limits
+    if limits.budget_day and day_used >= limits.budget_day:
+        return Decision("budget_day", periods.until_next_day(now), budget_used=day_used)
+    if limits.budget_month and month_used >= limits.budget_month:
+        return Decision("budget_month", periods.until_next_month(now), budget_used=month_used)
+    return None
+
+
+class _KeyState:
+    __slots__ = ("day", "day_used", "month", "month_used", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self.requests = SlidingWindow()
+        self.tokens = SlidingWindow()
+        self.day = ""
+        self.day_used = 0
+        self.month = ""
+        self.month_used = 0
+
+    def roll(self, now: float) -> None:
+        day, month = periods.day_of(now), periods.month_of(now)
+        if day != self.day:
+            self.day, self.day_used = day, 0
+        if month != self.month:
+            self.month, self.month_used = month, 0
+
+
+class MemoryLimiter:
+    """Limits for one Puente process. Single-threaded asyncio makes each check-and-take atomic."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._keys: dict[str, _KeyState] = {}
+        self._clock = clock
+
+    def _state(self, name: str) -> _KeyState:
+        state = self._keys.get(name)
+        if state is None:
+            state = self._keys[name] = _KeyState()
+        return state
+
+    async def admit(self, key: ApiKey) -> Decision:
+        now = self._clock()
+        second = int(now)
+        limits = key.limits
+        state = self._state(key.name)
+        if limits.budget_day or limits.budget_month:
+            state.roll(now)
+            refusal = budget_refusal(key, state.day_used, state.month_used, now)
+            if refusal is not None:
+                return refusal
+        tokens_used = state.tokens.used(second)
+        if limits.tpm and tokens_used >= limits.tpm:
+            return Decision(
+                "tokens",
+                state.tokens.wait(limits.tpm, now),
+                requests_used=state.requests.used(second),
+                tokens_used=tokens_used,
+                tokens_reset=state.tokens.wait(limits.tpm, now),
+            )
+        requests_used = state.requests.used(second)
+        if limits.rpm and requests_used >= limits.rpm:
+            wait = state.requests.wait(limits.rpm, now)
+            return Decision(
+                "requests",
+                wait,
+                requests_used=requests_used,
+                requests_reset=wait,
+                tokens_used=tokens_used,
+            )
+        state.requests.add(second, 1)
+        return Decision(requests_used=requests_used + 1, tokens_used=tokens_used)
+
+    def settle(self, key: ApiKey, tokens: int) -> None:
+        now = self._clock()
+        state = self._state(key.name)
+        state.tokens.add(int(now), tokens)
+        state.roll(now)
+        state.day_used += tokens
+        state.month_used += tokens
+
+    async def seed(self, day: dict[str, int], month: dict[str, int]) -> None:
+        now = self._clock()
+        for name in day.keys() | month.keys():
+            state = self._state(name)
+            state.roll(now)
+            state.day_used = day.get(name, 0)
+            state.month_used = month.get(name, 0)
+
+    async def aclose(self) -> None:
+        return None

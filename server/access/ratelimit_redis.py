@@ -1,0 +1,197 @@
+"""The limiter's counts in Redis, so several Puente replicas share each key's limits exactly.
+
+Each admission is one Lua script: Redis runs a script alone, so reading the windows, checking
+them and taking a request cannot interleave with another replica doing the same. The clock is
+Redis's own (``TIME``), so replicas whose clocks drift still agree on the window. Keys carry the
+key name in a hash tag (``{name}``) so one script's keys share a slot on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from server.access import periods
+from server.access.keys import ApiKey
+from server.access.ratelimit import WINDOW, Decision, LimitName
+from server.errors import ServiceUnavailable
+
+log = logging.getLogger("puente.access")
+
+# KEYS: requests window, tokens window (hashes second → count), day tokens, month tokens.
+# ARGV: rpm, tpm, budget_day, budget_month (0: no limit).
+# Returns {verdict, requests used, requests reset ms, tokens used, tokens reset ms, budget used}.
+_ADMIT = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now = sec + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[5])
+
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  local live, stale, total = {}, {}, 0
+  for i = 1, #flat, 2 do
+    local s, n = tonumber(flat[i]), tonumber(flat[i + 1])
+    if s <= sec - window then
+      stale[#stale + 1] = flat[i]
+    else
+      live[#live + 1] = {s, n}
+      total = total + n
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  return total, live
+end
+
+local function wait_ms(live, total, limit)
+  for _, bucket in ipairs(live) do
+    if total < limit then return 0 end
+    total = total - bucket[2]
+    if total < limit then return math.ceil((bucket[1] + window - now) * 1000) end
+  end
+  return 0
+end
+
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local budget_day, budget_month = tonumber(ARGV[3]), tonumber(ARGV[4])
+if budget_day > 0 then
+  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if used >= budget_day then return {'budget_day', 0, 0, 0, 0, used} end
+end
+if budget_month > 0 then
+  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if used >= budget_month then return {'budget_month', 0, 0, 0, 0, used} end
+end
+local tokens_used, tokens_live = 0, {}
+if tpm > 0 then
+  tokens_used, tokens_live = load(KEYS[2])
+  if tokens_used >= tpm then
+    local wait = wait_ms(tokens_live, tokens_used, tpm)
+    return {'tokens', 0, 0, tokens_used, wait, 0}
+  end
+end
+local requests_used = 0
+if rpm > 0 then
+  local live
+  requests_used, live = load(KEYS[1])
+  if requests_used >= rpm then
+    return {'requests', requests_used, wait_ms(live, requests_used, rpm), tokens_used, 0, 0}
+  end
+  redis.call('HINCRBY', KEYS[1], sec, 1)
+  redis.call('EXPIRE', KEYS[1], window + 1)
+  requests_used = requests_used + 1
+end
+return {'ok', requests_used, 0, tokens_used, 0, 0}
+"""
+
+# KEYS: tokens window, day tokens, month tokens. ARGV: tokens, window, day ttl, month ttl.
+_SETTLE = """
+local sec = tonumber(redis.call('TIME')[1])
+local n = tonumber(ARGV[1])
+redis.call('HINCRBY', KEYS[1], sec, n)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1)
+redis.call('INCRBY', KEYS[2], n)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('INCRBY', KEYS[3], n)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+
+_DAY_TTL = 2 * 86400
+_MONTH_TTL = 32 * 86400
+
+
+def _keys(name: str, now: float) -> list[str]:
+    base = f"puente:{{{name}}}"
+    return [
+        f"{base}:requests",
+        f"{base}:tokens",
+        f"{base}:day:{periods.day_of(now)}",
+        f"{base}:month:{periods.month_of(now)}",
+    ]
+
+
+class RedisLimiter:
+    def __init__(self, url: str) -> None:
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+        self._admit = self._client.register_script(_ADMIT)
+        self._settle = self._client.register_script(_SETTLE)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def admit(self, key: ApiKey) -> Decision:
+        limits = key.limits
+        args = [
+            limits.rpm or 0,
+            limits.tpm or 0,
+            limits.budget_day or 0,
+            limits.budget_month or 0,
+            WINDOW,
+        ]
+        now = time.time()
+        try:
+            reply = await self._admit(keys=_keys(key.name, now), args=args)
+        except RedisError as exc:
+            # Fail closed: a limiter that cannot count must not wave every request through.
+            log.error("rate limiter: Redis failed: %s", exc)
+            raise ServiceUnavailable(
+                "Rate limits cannot be checked right now; try again shortly.", retry_after=1
+            ) from None
+        verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        requests_used, requests_ms, tokens_used, tokens_ms, budget_used = map(int, reply[1:])
+        if verdict == "ok":
+            return Decision(requests_used=requests_used, tokens_used=tokens_used)
+        refused: LimitName
+        if verdict == "budget_day":
+            refused, retry = "budget_day", periods.until_next_day(now)
+        elif verdict == "budget_month":
+            refused, retry = "budget_month", periods.until_next_month(now)
+        elif verdict == "tokens":
+            refused, retry = "tokens", tokens_ms / 1000
+        else:
+            refused, retry = "requests", requests_ms / 1000
+        return Decision(
+            refused,
+            retry,
+            requests_used=requests_used,
+            requests_reset=requests_ms / 1000,
+            tokens_used=tokens_used,
+            tokens_reset=tokens_ms / 1000,
+            budget_used=budget_used,
+        )
+
+    def settle(self, key: ApiKey, tokens: int) -> None:
+        task = asyncio.ensure_future(self._add_tokens(key.name, tokens))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _add_tokens(self, name: str, tokens: int) -> None:
+        keys = _keys(name, time.time())[1:]
+        try:
+            await self._settle(keys=keys, args=[tokens, WINDOW, _DAY_TTL, _MONTH_TTL])
+        except RedisError as exc:
+            log.warning("rate limiter: %d tokens of key %s not counted: %s", tokens, name, exc)
+
+    async def seed(self, day: dict[str, int], month: dict[str, int]) -> None:
+        """Fill in budgets Redis does not have (a fresh Redis); counts it has are newer."""
+        now = time.time()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, used in day.items():
+                pipe.set(_keys(name, now)[2], used, nx=True, ex=_DAY_TTL)
+            for name, used in month.items():
+                pipe.set(_keys(name, now)[3], used, nx=True, ex=_MONTH_TTL)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._client.aclose()

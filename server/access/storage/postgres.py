@@ -1,0 +1,180 @@
+"""Keys and usage in Postgres (``database_url: postgresql://…``), shared by every replica.
+
+Replicas starting together race to migrate; a transaction-scoped advisory lock makes one of them
+apply the steps while the others wait and then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from server.access.keys import ApiKey
+from server.access.storage import migrations
+from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.codec import (
+    KEY_COLUMNS,
+    USAGE_COLUMNS,
+    key_from_row,
+    key_params,
+    usage_params,
+)
+
+T = TypeVar("T")
+
+# Any fixed number; it only has to be the same in every replica.
+_MIGRATION_LOCK = 0x70_75_65_6E_74_65  # "puente"
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def _where(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"Postgres {host}{port}{parts.path}"
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._url = url
+        self._sizes = (min_size, max_size)
+        self._pool: asyncpg.Pool | None = None
+        self.description = _where(url)
+
+    async def _run(self, work: Callable[[asyncpg.pool.PoolConnectionProxy], Awaitable[T]]) -> T:
+        try:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._url, min_size=self._sizes[0], max_size=self._sizes[1], timeout=10
+                )
+            async with self._pool.acquire() as conn:
+                return await work(conn)
+        except asyncpg.UniqueViolationError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"{self.description}: {type(exc).__name__}: {exc}") from None
+
+    async def migrate(self) -> int:
+        async def apply(conn: asyncpg.pool.PoolConnectionProxy) -> int:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(migrations.CREATE_LEDGER.format(real="DOUBLE PRECISION"))
+                latest = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
+                current = int(latest or 0)
+                for step in migrations.pending(current):
+                    for statement in step.postgres:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                        step.version,
+                        step.description,
+                        time.time(),
+                    )
+                    current = step.version
+                return current
+
+        return await self._run(apply)
+
+    async def create_key(self, key: ApiKey) -> None:
+        async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+            await conn.execute(
+                f"INSERT INTO api_keys ({KEY_COLUMNS})"  # noqa: S608 (constant columns)
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                *key_params(key),
+            )
+
+        try:
+            await self._run(insert)
+        except asyncpg.UniqueViolationError:
+            raise KeyNameTaken(key.name) from None
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        return await self._one("key_hash", key_hash)
+
+    async def get_key(self, name: str) -> ApiKey | None:
+        return await self._one("name", name)
+
+    async def _one(self, column: str, value: str) -> ApiKey | None:
+        sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE {column} = $1"  # noqa: S608
+
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> ApiKey | None:
+            row = await conn.fetchrow(sql, value)
+            return None if row is None else key_from_row(row)
+
+        return await self._run(select)
+
+    async def list_keys(self) -> list[ApiKey]:
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> list[ApiKey]:
+            sql = f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, name"  # noqa: S608
+            rows = await conn.fetch(sql)
+            return [key_from_row(row) for row in rows]
+
+        return await self._run(select)
+
+    async def revoke_key(self, name: str, at: float) -> ApiKey | None:
+        async def update(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+            await conn.execute(
+                "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                at,
+                name,
+            )
+
+        await self._run(update)
+        return await self.get_key(name)
+
+    async def any_keys(self) -> bool:
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+            return await conn.fetchval("SELECT 1 FROM api_keys LIMIT 1") is not None
+
+        return await self._run(select)
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        records = [usage_params(row) for row in rows]
+
+        async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+            await conn.copy_records_to_table("usage", records=records, columns=USAGE_COLUMNS)
+
+        await self._run(insert)
+
+    async def usage_totals(
+        self, since_day: str, until_day: str, key_name: str | None = None
+    ) -> list[UsageTotal]:
+        sql = (
+            "SELECT day, key_name, model, COUNT(*),"
+            " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+            " SUM(prompt_tokens), SUM(completion_tokens)"
+            " FROM usage WHERE day >= $1 AND day <= $2"
+        )
+        args: list[str] = [since_day, until_day]
+        if key_name is not None:
+            sql += " AND key_name = $3"
+            args.append(key_name)
+        sql += " GROUP BY day, key_name, model ORDER BY day, COALESCE(key_name, ''), model"
+
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> list[UsageTotal]:
+            rows = await conn.fetch(sql, *args)
+            return [UsageTotal(r[0], r[1], r[2], *(int(v) for v in r[3:])) for r in rows]
+
+        return await self._run(select)
+
+    async def tokens_since(self, ts: float) -> dict[str, int]:
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> dict[str, int]:
+            rows = await conn.fetch(
+                "SELECT key_name, SUM(prompt_tokens + completion_tokens) FROM usage"
+                " WHERE ts >= $1 AND key_name IS NOT NULL GROUP BY key_name",
+                ts,
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._run(select)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,211 @@
+"""Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on two threads.
+
+Reads (a key lookup on every request) and writes (usage batches) each get their own connection
+on their own thread, so a batch being written never holds up a lookup: in WAL mode readers do not
+wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a process crash
+and costs no fsync per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from server.access.keys import ApiKey
+from server.access.storage import migrations
+from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.codec import (
+    KEY_COLUMNS,
+    USAGE_COLUMNS,
+    key_from_row,
+    key_params,
+    usage_params,
+)
+
+T = TypeVar("T")
+
+_INSERT_USAGE = (  # constant columns, like every query built here
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
+)
+
+
+class _Thread:
+    """One connection, used only by the one thread that opened it."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._conn is None:
+                self._conn = self._open()
+            return work(self._conn)
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(f"SQLite constraint failed: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite {self._path}: {exc}") from None
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+
+    async def close(self) -> None:
+        def close(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self.run(close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+def _transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"SQLite {path}"
+        self._reader = _Thread(path, "puente-sqlite-read")
+        self._writer = _Thread(path, "puente-sqlite-write")
+
+    async def migrate(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.path.parent}: {exc.strerror}") from None
+
+        def apply(conn: sqlite3.Connection) -> int:
+            conn.execute(migrations.CREATE_LEDGER.format(real="REAL"))
+
+            def steps() -> int:
+                row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+                current = int(row[0] or 0)
+                for step in migrations.pending(current):
+                    for statement in step.sqlite:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (step.version, step.description, time.time()),
+                    )
+                    current = step.version
+                return current
+
+            return _transaction(conn, steps)
+
+        return await self._writer.run(apply)
+
+    async def create_key(self, key: ApiKey) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                    key_params(key),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyNameTaken(key.name) from None
+
+        await self._writer.run(insert)
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        return await self._one("key_hash", key_hash)
+
+    async def get_key(self, name: str) -> ApiKey | None:
+        return await self._one("name", name)
+
+    async def _one(self, column: str, value: str) -> ApiKey | None:
+        def select(conn: sqlite3.Connection) -> ApiKey | None:
+            sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE {column} = ?"  # noqa: S608
+            row = conn.execute(sql, (value,)).fetchone()
+            return None if row is None else key_from_row(row)
+
+        return await self._reader.run(select)
+
+    async def list_keys(self) -> list[ApiKey]:
+        def select(conn: sqlite3.Connection) -> list[ApiKey]:
+            sql = f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, name"  # noqa: S608
+            rows = conn.execute(sql)
+            return [key_from_row(row) for row in rows]
+
+        return await self._reader.run(select)
+
+    async def revoke_key(self, name: str, at: float) -> ApiKey | None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (at, name),
+            )
+
+        await self._writer.run(update)
+        return await self.get_key(name)
+
+    async def any_keys(self) -> bool:
+        def select(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+
+        return await self._reader.run(select)
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        params = [usage_params(row) for row in rows]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            _transaction(conn, lambda: conn.executemany(_INSERT_USAGE, params))
+
+        await self._writer.run(insert)
+
+    async def usage_totals(
+        self, since_day: str, until_day: str, key_name: str | None = None
+    ) -> list[UsageTotal]:
+        sql = (
+            "SELECT day, key_name, model, COUNT(*),"
+            " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+            " SUM(prompt_tokens), SUM(completion_tokens)"
+            " FROM usage WHERE day >= ? AND day <= ?"
+        )
+        args: tuple[str, ...] = (since_day, until_day)
+        if key_name is not None:
+            sql += " AND key_name = ?"
+            args += (key_name,)
+        sql += " GROUP BY day, key_name, model ORDER BY day, COALESCE(key_name, ''), model"
+
+        def select(conn: sqlite3.Connection) -> list[UsageTotal]:
+            return [UsageTotal(*row) for row in conn.execute(sql, args)]
+
+        return await self._reader.run(select)
+
+    async def tokens_since(self, ts: float) -> dict[str, int]:
+        def select(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT key_name, SUM(prompt_tokens + completion_tokens) FROM usage"
+                " WHERE ts >= ? AND key_name IS NOT NULL GROUP BY key_name",
+                (ts,),
+            )
+            return {name: int(total) for name, total in rows}
+
+        return await self._reader.run(select)
+
+    async def aclose(self) -> None:
+        await self._reader.close()
+        await self._writer.close()

@@ -1,0 +1,153 @@
+"""``/admin/keys`` and ``/admin/usage``: key management over HTTP, for the holder of
+``PUENTE_ADMIN_KEY`` only (sent like any key: ``Authorization: Bearer …`` or ``x-api-key``).
+
+    POST   /admin/keys          create; the answer carries the key, the only time it is shown
+    GET    /admin/keys          list (never the keys themselves)
+    GET    /admin/keys/{name}
+    DELETE /admin/keys/{name}   revoke; the next request with it gets 401
+    GET    /admin/usage         totals per day, key and model (?since=&until=&key=)
+    POST   /admin/reload        reload models and personas from the config file (as SIGHUP)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.access.auth import Access
+from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
+from server.access.periods import day_range
+from server.access.storage import KeyNameTaken, StorageError
+from server.api.responses import JSONResponse
+from server.errors import InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
+from server.reloader import Reloader
+
+log = logging.getLogger("puente.access")
+
+router = APIRouter(prefix="/admin")
+
+
+async def _admin(request: Request) -> Access:
+    access: Access = request.app.state.runtime.extensions["access"]
+    if access.admin_hash is None:
+        raise Unauthorized(
+            "The admin API is off: set PUENTE_ADMIN_KEY and restart Puente.",
+            code="admin_api_disabled",
+        )
+    if not access.is_admin(request.headers):
+        access.metrics.auth_failures.labels("admin").inc()
+        raise Unauthorized("Incorrect admin key provided.")
+    return access
+
+
+AdminDep = Annotated[Access, Depends(_admin)]
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    models: Annotated[list[str], Field(min_length=1)] = ["*"]
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_day: int | None = None
+    budget_month: int | None = None
+    expires: str | None = None
+    """A duration (``30d``), a date (``2026-12-31``) or ``never``."""
+
+
+def _storage_down(exc: StorageError) -> ServiceUnavailable:
+    log.error("admin: key database failed: %s", exc)
+    return ServiceUnavailable("The key database is unavailable; try again shortly.", retry_after=1)
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
+    now = time.time()
+    try:
+        spec = KeySpec(
+            name=body.name,
+            models=tuple(body.models),
+            limits=Limits(body.rpm, body.tpm, body.budget_day, body.budget_month),
+            expires_at=parse_expiry(body.expires or "never", now),
+        )
+        secret, key = mint(spec, now)
+    except InvalidKeySpec as exc:
+        raise InvalidRequest(f"Invalid key: {exc}.", code="invalid_value") from None
+    try:
+        await access.store.create_key(key)
+    except KeyNameTaken as exc:
+        raise InvalidRequest(f"{exc}.", param="name", code="key_name_taken") from None
+    except StorageError as exc:
+        raise _storage_down(exc) from None
+    access.key_created()
+    return JSONResponse({**key.public(), "key": secret}, status_code=201)
+
+
+@router.get("/keys")
+async def list_keys(access: AdminDep) -> JSONResponse:
+    try:
+        keys = await access.store.list_keys()
+    except StorageError as exc:
+        raise _storage_down(exc) from None
+    return JSONResponse({"object": "list", "data": [key.public() for key in keys]})
+
+
+@router.get("/keys/{name}")
+async def get_key(name: str, access: AdminDep) -> JSONResponse:
+    try:
+        key = await access.store.get_key(name)
+    except StorageError as exc:
+        raise _storage_down(exc) from None
+    if key is None:
+        raise NotFound(f"No key named '{name}'.", code="key_not_found")
+    return JSONResponse(key.public())
+
+
+@router.delete("/keys/{name}")
+async def revoke_key(name: str, access: AdminDep) -> JSONResponse:
+    try:
+        key = await access.store.revoke_key(name, time.time())
+    except StorageError as exc:
+        raise _storage_down(exc) from None
+    if key is None:
+        raise NotFound(f"No key named '{name}'.", code="key_not_found")
+    return JSONResponse(key.public())
+
+
+@router.get("/usage")
+async def usage(
+    access: AdminDep,
+    since: Annotated[str | None, Query()] = None,
+    until: Annotated[str | None, Query()] = None,
+    days: Annotated[int, Query(ge=1, le=3660)] = 30,
+    key: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    try:
+        first, last = day_range(since, until, days)
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc}.", param="since") from None
+    try:
+        totals = await access.store.usage_totals(first, last, key)
+    except StorageError as exc:
+        raise _storage_down(exc) from None
+    return JSONResponse(
+        {"object": "list", "since": first, "until": last, "data": [t.to_dict() for t in totals]}
+    )
+
+
+@router.post("/reload")
+async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
+    reloader: Reloader = request.app.state.runtime.extensions["reloader"]
+    config = await reloader.reload()
+    return JSONResponse(
+        {
+            "status": "reloaded",
+            "models": [m.name for m in config.models],
+            "personas": [p.name for p in config.personas],
+        }
+    )
