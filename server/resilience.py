@@ -1,0 +1,354 @@
+"""Retries, fallbacks, cooldowns and concurrency caps around any provider's call.
+
+Works on the ``Provider`` interface and ``PuenteError.retryable`` alone, so every provider gets it
+(OpenAI-compatible, vLLM, the SDK-based vendors). For one request:
+
+1. The requested model, then each of its ``fallbacks`` in order, is a candidate.
+2. A candidate whose breaker is open (it kept failing) is skipped while a later one exists; the
+   last candidate is always tried, but only once, so an outage costs one attempt per request.
+3. The candidate's concurrency slot is taken (the requested model's own cap answers 429 at once
+   when its queue is full; a fallback's full cap just moves on to the next candidate).
+4. Attempts: a retryable failure (connection, timeout, 429, 5xx, 529 …) is retried after an
+   exponential backoff with jitter, never sooner than the upstream's ``Retry-After``, at most
+   ``retries`` times and never past the request's ``deadline``. A client error is not retried.
+5. When the candidate still fails with a retryable error (or says the prompt is too long and
+   ``fallback_on_context_length`` is set) the next candidate serves the request, translated for
+   its vendor by its own provider. Otherwise, or when none is left, the client gets the last error.
+
+A stream is retried only while it is being opened: once a byte reached the client it is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.balancer import Balancer
+from server.breaker import CircuitBreaker
+from server.config import ModelConfig
+from server.errors import ModelNotFound, PuenteError, RateLimited, ServiceUnavailable
+from server.limiter import ConcurrencyLimiter, Lease
+from server.metrics import Metrics
+from server.protocol import ChatRequest
+from server.router import Route, Router
+
+if TYPE_CHECKING:
+    from server.gateway import RequestRecord
+
+log = logging.getLogger("puente.resilience")
+
+T = TypeVar("T")
+
+# How vendors and engines say "the prompt does not fit" (OpenAI's code, vLLM's, Anthropic's and
+# Gemini's messages); providers that know should set ``code="context_length_exceeded"``.
+_CONTEXT_LENGTH = re.compile(
+    r"context.length|context window|prompt is too long|input is too long|"
+    r"maximum number of tokens|too many tokens",
+    re.IGNORECASE,
+)
+
+
+def is_context_length(error: PuenteError) -> bool:
+    if error.status_code not in (400, 413):
+        return False
+    return error.code == "context_length_exceeded" or bool(_CONTEXT_LENGTH.search(error.message))
+
+
+def retry_after(error: PuenteError) -> float | None:
+    """Seconds the upstream asked to wait (``Retry-After``: seconds or an HTTP date)."""
+    value = error.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Backoff:
+    """``base``·2ⁿ⁻¹ seconds before retry n, half of it fixed and half random (so a crowd of
+    clients does not retry in step), capped at ``max``."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+
+    def delay(self, config: ModelConfig, retry: int) -> float:
+        step = min(config.backoff.max, config.backoff.base * 2.0 ** (retry - 1))
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+
+@dataclass(slots=True)
+class Guard:
+    """What protects one configured model: its breaker and its concurrency cap."""
+
+    config: ModelConfig
+    breaker: CircuitBreaker
+    limiter: ConcurrencyLimiter
+
+
+@dataclass(slots=True)
+class Served(Generic[T]):
+    value: T
+    name: str
+    """The public name of the model that answered."""
+    route: Route
+    lease: Lease
+    fell_back: bool
+
+
+Attempt = Callable[[Route], Awaitable[T]]
+
+
+class Resilience:
+    def __init__(
+        self,
+        metrics: Metrics,
+        router: Callable[[], Router],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self._router = router
+        self.backoff = backoff or Backoff()
+        self._guards: dict[str, Guard] = {}
+        metrics.registry.register(_StateCollector(self))
+
+    def guard(self, config: ModelConfig) -> Guard:
+        guard = self._guards.get(config.name)
+        if guard is not None and guard.config is not config and guard.config == config:
+            guard.config = config  # reloaded unchanged: keep its state
+        # Reloaded with new settings: fresh state. Requests that hold the old cap's leases give
+        # them back to the old one.
+        if guard is None or guard.config is not config:
+            guard = Guard(
+                config,
+                CircuitBreaker(config.breaker.failures, config.breaker.cooldown),
+                ConcurrencyLimiter(
+                    config.name, config.max_concurrency, config.max_queue, config.queue_timeout
+                ),
+            )
+            self._guards[config.name] = guard
+        return guard
+
+    async def run(
+        self,
+        request: ChatRequest,
+        record: RequestRecord,
+        requested: str,
+        route: Route,
+        *,
+        attempt: Attempt[T],
+        fallbacks: Iterable[str] | None = None,
+    ) -> Served[T]:
+        """Serve ``request`` with ``attempt`` on ``route`` (what the model name ``requested``
+        resolved to) or a fallback; the caller releases ``Served.lease`` when the answer is over.
+        ``fallbacks`` replaces the model's own list (a persona's, say)."""
+        primary = route.config
+        deadline = record.started + primary.deadline
+        chain = self._chain(requested, route, primary.fallbacks if fallbacks is None else fallbacks)
+        last_error: PuenteError | None = None
+        failed_from = ""
+        for index, name in enumerate(chain):
+            is_last = index == len(chain) - 1
+            if index:
+                if time.perf_counter() >= deadline:
+                    break
+                try:
+                    route = self._router().resolve(name)
+                except ModelNotFound as error:
+                    log.warning("fallback %s is not available: %s", name, error.message)
+                    continue
+            guard = self.guard(route.config)
+            if not guard.breaker.available() and not is_last:
+                last_error = last_error or _cooling(name, guard.breaker)
+                failed_from = failed_from or name
+                log.info("model %s is cooling down; trying %s", name, chain[index + 1])
+                continue
+            try:
+                lease = await self._acquire(guard, record)
+            except RateLimited as error:
+                if not index:
+                    raise  # the requested model's own cap: 429 at once
+                last_error, failed_from = error, name
+                continue
+            if failed_from:
+                self.metrics.fallbacks.labels(failed_from, name).inc()
+            try:
+                value = await self._attempts(
+                    name=name,
+                    route=route,
+                    guard=guard,
+                    request=request,
+                    record=record,
+                    attempt=attempt,
+                    deadline=deadline,
+                )
+            except PuenteError as error:
+                lease.release()
+                if not (
+                    error.retryable
+                    or (primary.fallback_on_context_length and is_context_length(error))
+                ):
+                    raise
+                last_error, failed_from = error, name
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            return Served(value, name, route, lease, fell_back=bool(index))
+        assert last_error is not None  # the chain is never empty and every path above sets it
+        raise last_error
+
+    def _chain(self, requested: str, route: Route, fallbacks: Iterable[str]) -> list[str]:
+        chain = [requested]
+        for name in fallbacks:
+            if name not in chain and name != route.config.name:
+                chain.append(name)
+        return chain
+
+    async def _acquire(self, guard: Guard, record: RequestRecord) -> Lease:
+        limiter = guard.limiter
+        if limiter.limit is None:
+            return await limiter.acquire()
+        waited = time.perf_counter()
+        try:
+            return await limiter.acquire()
+        finally:
+            record.upstream_time += time.perf_counter() - waited  # waiting is not our own work
+
+    async def _attempts(
+        self,
+        *,
+        name: str,
+        route: Route,
+        guard: Guard,
+        request: ChatRequest,
+        record: RequestRecord,
+        attempt: Attempt[T],
+        deadline: float,
+    ) -> T:
+        breaker, config = guard.breaker, route.config
+        # An open breaker on the last way left: one attempt, no retries, so an outage is not
+        # hammered, yet the first request after a recovery gets through.
+        retries = config.retries if breaker.allow() else 0
+        tries = 0
+        while True:
+            tries += 1
+            record.extra["attempts"] = record.extra.get("attempts", 0) + 1
+            request.upstream_model = route.upstream_model
+            try:
+                value = await attempt(route)
+            except PuenteError as error:
+                if not error.retryable:
+                    if error.status_code < 500:
+                        breaker.record_success()  # it answered; the request was at fault
+                    raise
+                breaker.record_failure(error.kind)
+                delay = self._delay(config, error, tries, retries, deadline)
+                if delay is None or not breaker.allow():
+                    raise
+                self.metrics.retries.labels(name).inc()
+                log.info(
+                    "retrying model=%s attempt=%d in %.2fs after %s (HTTP %d)",
+                    name,
+                    tries + 1,
+                    delay,
+                    error.kind,
+                    error.status_code,
+                )
+                await asyncio.sleep(delay)
+                record.upstream_time += delay
+                continue
+            breaker.record_success()
+            return value
+
+    def _delay(
+        self, config: ModelConfig, error: PuenteError, tries: int, retries: int, deadline: float
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None when there is to be none."""
+        if tries > retries:
+            return None
+        delay = self.backoff.delay(config, tries)
+        asked = retry_after(error)
+        if asked is not None:
+            if asked > config.backoff.max:
+                return None  # longer than we would ever wait: fall back, or let the client wait
+            delay = max(delay, asked)
+        if time.perf_counter() + delay >= deadline:
+            return None
+        return delay
+
+    # -- what operators see -----------------------------------------------------------------------
+
+    def report(self, config: ModelConfig) -> dict[str, Any]:
+        """A model's breaker and queue, for ``/ready``."""
+        guard = self.guard(config)
+        out: dict[str, Any] = {"breaker": guard.breaker.snapshot()}
+        if guard.limiter.limit is not None:
+            out["concurrency"] = {
+                "in_use": guard.limiter.in_use,
+                "limit": guard.limiter.limit,
+                "queued": guard.limiter.waiting,
+            }
+        return out
+
+    def breakers(self) -> Iterator[tuple[str, str, CircuitBreaker]]:
+        """(model, endpoint or "", breaker) for every model and every balanced endpoint."""
+        router = self._router()
+        for config in router.available():
+            yield config.name, "", self.guard(config).breaker
+            balancer = getattr(router.providers.get(config.name), "balancer", None)
+            if isinstance(balancer, Balancer):
+                for endpoint in balancer.endpoints:
+                    yield config.name, endpoint.url, endpoint.breaker
+
+
+def _cooling(name: str, breaker: CircuitBreaker) -> ServiceUnavailable:
+    wait = breaker.retry_after()
+    return ServiceUnavailable(
+        f"Model '{name}' is cooling down after repeated upstream failures; "
+        f"retry in {max(1, round(wait))} s.",
+        retry_after=wait,
+        code="model_cooling_down",
+    )
+
+
+class _StateCollector(Collector):
+    """Breaker states and queue depths, read when Prometheus scrapes (so a breaker that moved
+    from open to half-open by the clock alone is shown as it is)."""
+
+    def __init__(self, resilience: Resilience) -> None:
+        self._resilience = resilience
+
+    def collect(self) -> Iterable[Metric]:
+        states = GaugeMetricFamily(
+            "puente_breaker_state",
+            'Circuit breaker per model (endpoint="") and per endpoint: 0 closed, 1 half-open, '
+            "2 open.",
+            labels=["model", "endpoint"],
+        )
+        for model, endpoint, breaker in self._resilience.breakers():
+            states.add_metric([model, endpoint], breaker.state.gauge)
+        queued = GaugeMetricFamily(
+            "puente_requests_queued",
+            "Requests waiting for a concurrency slot of their model.",
+            labels=["model"],
+        )
+        for guard in self._resilience._guards.values():
+            if guard.limiter.limit is not None:
+                queued.add_metric([guard.config.name], guard.limiter.waiting)
+        return [states, queued]
