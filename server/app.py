@@ -8,41 +8,42 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from server.api import chat, health, models
+from server.access import start_access, stop_access
+from server.api import admin, chat, health, models
 from server.api.responses import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError
 from server.gateway import Gateway
 from server.metrics import Metrics
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.personas import Personas
 from server.providers import Clients, Provider, build_provider
+from server.providers.cloud import CloudClients
+from server.reloader import Reloader
 from server.router import Router
 from server.runtime import Runtime
 
 log = logging.getLogger("puente")
 
 
-async def _build_clients() -> Clients:
-    # No connection cap: the per-model limits decide concurrency, not the pool.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+async def _build_clients(settings: Settings) -> Clients:
+    # No connection cap: the per-model limits decide concurrency, not the pool. Idle
+    # connections are dropped after 4 s, before uvicorn-based upstreams (vLLM) drop theirs at
+    # 5 s: reusing a connection the upstream is closing fails the request.
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4)
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None)
     )
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(600.0, connect=10.0),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-    )
-    return Clients(aiohttp=session, httpx=client)
+    return Clients(aiohttp=session, cloud=CloudClients(settings.config.server.images))
 
 
 async def build_runtime(settings: Settings) -> Runtime:
-    clients = await _build_clients()
+    clients = await _build_clients(settings)
     metrics = Metrics()
     providers: dict[str, Provider] = {}
     try:
@@ -59,7 +60,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         metrics=metrics,
         clients=clients,
         router=router,
-        gateway=Gateway(router, metrics),
+        gateway=Gateway(router, metrics, Personas(settings.config.personas)),
     )
     runtime.extensions["started_at"] = int(time.time())
     return runtime
@@ -72,14 +73,21 @@ async def _close(providers: dict[str, Provider], clients: Clients) -> None:
         except Exception:
             log.exception("closing provider %s failed", provider.kind)
     await clients.aiohttp.close()
-    await clients.httpx.aclose()
+    await clients.cloud.aclose()
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await build_runtime(settings)
+        try:
+            await start_access(runtime)  # keys, limits, usage rows (server/access/)
+        except BaseException:
+            await _close(runtime.router.providers, runtime.clients)
+            raise
         app.state.runtime = runtime
+        reloader = runtime.extensions["reloader"] = Reloader(runtime)
+        reloader.install_signal()
         names = ", ".join(m.name for m in runtime.router.available()) or "none"
         log.info("Puente ready on %s:%s; models: %s", settings.host, settings.port, names)
         for model in settings.config.models:
@@ -91,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             runtime.draining = True
+            await reloader.aclose()
+            await stop_access(runtime)  # writes the usage rows still pending
             await _close(runtime.router.providers, runtime.clients)
 
     app = FastAPI(
@@ -103,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -23,13 +24,20 @@ def _config_path(args: argparse.Namespace) -> Path:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server import drain
+    from server.access import StartRefused, check_start
     from server.app import create_app
     from server.logs import configure_logging
 
     settings = Settings.from_file(_config_path(args), host=args.host, port=args.port)
     configure_logging(args.log_level)
+    try:
+        check_start(settings)  # its database and Redis answer; no open port without keys
+    except StartRefused as exc:
+        print(f"puente: {exc}", file=sys.stderr)
+        return 2
     has = importlib.util.find_spec
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -38,8 +46,11 @@ def serve(args: argparse.Namespace) -> int:
         workers=1,
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=args.drain_timeout,
     )
+    server = settings.config.server
+    drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
+    # SIGTERM: /ready turns 503, then the listener closes and requests drain (server/drain.py).
+    drain.run(config.app, config, drain_timeout=drain_timeout, drain_delay=server.drain_delay)
     return 0
 
 
@@ -48,6 +59,23 @@ def check_config(args: argparse.Namespace) -> int:
     for model in settings.config.models:
         state = f"disabled, set {model.missing_env}" if model.missing_env else "ok"
         print(f"{model.name}: {model.provider} ({state})")
+    for persona in settings.config.personas:
+        print(f"{persona.name}: persona on {persona.model}")
+    return 0
+
+
+def models_prepare(args: argparse.Namespace) -> int:
+    from server.engine import prepare
+
+    target = Path(args.dir) if args.dir else prepare.default_model_dir()
+    python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        folder = prepare.prepare_default_model(target, python, force=args.force)
+    except prepare.PrepareError as exc:
+        print(f"puente: cannot prepare the default model: {exc}", file=sys.stderr)
+        return 1
+    print(f"default model ready in {folder}")
     return 0
 
 
@@ -63,14 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=30.0,
-        help="seconds in-flight requests get to finish on shutdown",
+        default=None,
+        help="seconds in-flight requests get to finish on shutdown (default: server.drain_timeout"
+        " in the config, 30)",
     )
     p.set_defaults(func=serve)
+
+    p = commands.add_parser("models", help="manage local models")
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser(
+        "prepare", help="convert the embedded default model (SmolLM2) for the engine; cached"
+    )
+    p.add_argument("--dir", help="output folder (default: $PUENTE_CACHE_DIR/models/...)")
+    p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
+    p.add_argument("--force", action="store_true", help="convert again even if cached")
+    p.set_defaults(func=models_prepare)
 
     p = commands.add_parser("check-config", help="validate a configuration file and exit")
     p.add_argument("--config")
     p.set_defaults(func=check_config)
+
+    from server.access.cli import add_key_commands
+
+    add_key_commands(commands, lambda args: Settings.from_file(_config_path(args)))
     return parser
 
 

@@ -8,6 +8,7 @@ Anywhere else an unset variable is a configuration error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from server.personas import PersonaConfig, check_targets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -39,6 +50,47 @@ class Timeouts(_Strict):
     total: Annotated[float, Field(gt=0)] | None = None
 
 
+class Backoff(_Strict):
+    """Seconds between retries: ``base``·2ⁿ with jitter, at most ``max``. A ``Retry-After`` longer
+    than ``max`` is not waited for: the request falls back, or the client gets it."""
+
+    base: Annotated[float, Field(ge=0)] = 0.25
+    max: Annotated[float, Field(ge=0)] = 4.0
+
+
+class BreakerConfig(_Strict):
+    """The circuit breaker of a model and of each of its endpoints (README "Resilience")."""
+
+    failures: Annotated[int, Field(ge=1)] = 5
+    """Consecutive retryable failures that open it."""
+    cooldown: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds it stays open before one probe request is let through."""
+
+
+class LaunchConfig(_Strict):
+    """A vLLM engine that Puente starts and supervises itself (``provider: vllm``)."""
+
+    model: str = "default"
+    """A model folder, a hub id (hosts with internet), or ``default``: the embedded SmolLM2."""
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None
+    """The engine's port on 127.0.0.1; a free one when unset."""
+    dtype: str | None = None
+    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None
+    tensor_parallel_size: Annotated[int, Field(gt=0)] | None = None
+    enforce_eager: bool | None = None
+    tool_call_parser: str | None = None
+    """Enables tool calling (``--enable-auto-tool-choice --tool-call-parser NAME``)."""
+    chat_template: str | None = None
+    args: list[str] = Field(default_factory=list)
+    """Any other engine flags, passed through as written."""
+    env: dict[str, str] = Field(default_factory=dict)
+    python: str | None = None
+    """The engine venv's python; default ``$PUENTE_ENGINE_PYTHON`` or ``.venv-engine``."""
+    startup_timeout: Annotated[float, Field(gt=0)] = 900.0
+    """Seconds the engine may take to answer ``/health`` before it is restarted."""
+
+
 class ModelConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     provider: ProviderKind
@@ -50,6 +102,30 @@ class ModelConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     description: str | None = None
+    launch: LaunchConfig | None = None
+    max_tokens_default: Annotated[int, Field(gt=0)] | None = None
+    """``max_tokens`` sent when the client gives none, for vendors that require one (Anthropic;
+    4096 when unset)."""
+    system_role: Literal["system", "fold"] = "system"
+    """``fold``: the model's chat template has no system role (Gemma 2), so system text is put
+    into the user's turn instead (``server/system_role.py``)."""
+    # Resilience (``server/resilience.py``, README "Resilience").
+    retries: Annotated[int, Field(ge=0)] = 2
+    """Further attempts after a retryable failure (connection, timeout, 429, 5xx, 529)."""
+    backoff: Backoff = Field(default_factory=Backoff)
+    deadline: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds from the request's arrival after which no new attempt or fallback starts."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Models tried in order when this one still fails after its retries."""
+    fallback_on_context_length: bool = False
+    """Also fall back when this model says the prompt is too long for it."""
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
+    """Requests answered at once; unset: no cap."""
+    max_queue: Annotated[int, Field(ge=0)] = 0
+    """Requests that may wait for a slot; past it, 429 with Retry-After at once."""
+    queue_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds a queued request waits for a slot before it gets 429."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
     # Filled in by the loader, not the file: the variable an unset ``api_key`` referenced.
     missing_env: str | None = Field(default=None, exclude=True)
@@ -61,6 +137,22 @@ class ModelConfig(_Strict):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ModelConfig:
+        if self.launch is not None and self.provider != "vllm":
+            raise ValueError("'launch' is only for provider 'vllm'")
+        if self.launch is not None and (self.endpoints or self.base_url):
+            raise ValueError("give either 'launch' or 'endpoints'/'base_url', not both")
+        if (
+            self.launch is None
+            and not (self.endpoints or self.base_url)
+            and (self.provider in ("vllm", "openai_compatible"))
+        ):
+            raise ValueError(
+                f"provider '{self.provider}' needs 'endpoints', 'base_url' or 'launch'"
+            )
+        return self
 
     @property
     def upstream_urls(self) -> list[str]:
@@ -77,15 +169,60 @@ class ModelConfig(_Strict):
         return self.model or self.name
 
 
+class ImageFetchConfig(_Strict):
+    """Image URLs Puente fetches itself, for vendors that take only inline images (Gemini)."""
+
+    max_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds for the whole fetch, redirects included."""
+    max_redirects: Annotated[int, Field(ge=0)] = 3
+    allow_networks: list[str] = Field(default_factory=list)
+    """CIDRs exempt from the refusal of loopback, private, link-local and metadata addresses
+    (e.g. an internal image server); empty by default."""
+
+    @field_validator("allow_networks", mode="after")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
+
+
 class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     ready_timeout: Annotated[float, Field(gt=0)] = 3.0
     """Seconds each upstream probe of ``/ready`` may take."""
+    images: ImageFetchConfig = Field(default_factory=ImageFetchConfig)
+    drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    """On SIGTERM, seconds in-flight requests and streams get to finish (``--drain-timeout``)."""
+    drain_delay: Annotated[float, Field(ge=0)] = 0.0
+    """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
+    balancer stops sending before the listener closes."""
+
+
+AuthMode = Literal["keys", "none"]
 
 
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: list[ModelConfig] = Field(default_factory=list)
+    auth: AuthMode | None = None
+    """``keys``: every request needs a key; ``none``: none does. Unset: keys are required once one
+    exists (or ``PUENTE_ADMIN_KEY`` is set); until then Puente serves only on a loopback address."""
+    database_url: str | None = None
+    """``postgresql://…`` or ``sqlite:///path``; unset: ``puente.db`` in ``data_dir``."""
+    redis_url: str | None = None
+    """Shared rate-limit state for several replicas; unset: limits kept in memory."""
+    data_dir: str | None = None
+    """Where the SQLite file lives; unset: ``$PUENTE_DATA_DIR``, else beside the config file."""
+    personas: list[PersonaConfig] = Field(default_factory=list)
+    """Named experts on top of the models (``server/personas.py``); reloaded with SIGHUP."""
+
+    @field_validator("database_url", "redis_url", "data_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # ``${PUENTE_DATABASE_URL:-}`` in the file expands to "" when the variable is unset.
+        return None if value == "" else value
 
     @field_validator("models", mode="after")
     @classmethod
@@ -96,6 +233,26 @@ class Config(_Strict):
                 raise ValueError(f"model name {model.name!r} is used twice")
             seen.add(model.name)
         return models
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _fallback_targets(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = {m.name for m in models}
+        prefixes = [m.name[:-1] for m in models if m.is_wildcard]
+        for model in models:
+            for target in model.fallbacks:
+                if target not in names and not any(target.startswith(p) for p in prefixes):
+                    raise ValueError(
+                        f"model {model.name!r} falls back to {target!r}, which is not configured"
+                    )
+        return models
+
+    @field_validator("personas", mode="after")
+    @classmethod
+    def _persona_targets(cls, personas: list[PersonaConfig], info: ValidationInfo) -> Any:
+        models: list[ModelConfig] = info.data.get("models") or []
+        check_targets(personas, [m.name for m in models])
+        return personas
 
 
 class _MissingEnv(Exception):

@@ -9,13 +9,14 @@
     │   └── ModelNotFound            404 invalid_request_error / model_not_found
     ├── MethodNotAllowed             405 invalid_request_error
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
-    ├── RateLimited                  429 rate_limit_error (Retry-After)
-    ├── ServiceUnavailable           503 service_unavailable (Retry-After)
+    ├── RateLimited                  429 rate_limit_error (Retry-After)                 retryable
+    ├── ServiceUnavailable           503 service_unavailable (Retry-After)              retryable
     └── UpstreamError                502 upstream_error
         ├── UpstreamStatusError      the upstream's own 4xx, status and body passed through
-        ├── UpstreamConnectionError  502: refused, reset, DNS
+        │                            retryable: 408, 429 and 5xx (5xx become 502)
+        ├── UpstreamConnectionError  502: refused, reset, DNS                           retryable
         ├── UpstreamProtocolError    502: the upstream answered something that is not the API
-        └── UpstreamTimeout          504 timeout
+        └── UpstreamTimeout          504 timeout                                        retryable
 
 Providers translate their client library's exceptions into this tree inside the provider
 module, including while a stream is being iterated; the HTTP layer renders whatever reaches it
@@ -57,6 +58,13 @@ class PuenteError(Exception):
     @property
     def error_type(self) -> str:
         return self.type
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if tried again (later, elsewhere, or on a
+        fallback model): upstream outages and overloads are, the client's own mistakes are not.
+        ``server/resilience.py`` retries and falls back on this alone, for every provider."""
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +148,7 @@ class RateLimited(PuenteError):
     status = 429
     type = "rate_limit_error"
     kind = "rate_limited"
+    retryable = True
 
     def __init__(
         self,
@@ -159,6 +168,7 @@ class ServiceUnavailable(PuenteError):
     status = 503
     type = "service_unavailable"
     kind = "unavailable"
+    retryable = True
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, code: str | None = None
@@ -231,6 +241,7 @@ class UpstreamStatusError(UpstreamError):
 
 class UpstreamConnectionError(UpstreamError):
     kind = "connection"
+    retryable = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="upstream_unreachable")
@@ -247,6 +258,7 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout"
     kind = "timeout"
+    retryable = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="upstream_timeout")

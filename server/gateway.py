@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from server.drain import Drain
 from server.errors import PuenteError
+from server.farewell import replace_in_completion, replace_in_stream
+from server.generations import Generations
+from server.limiter import Lease
 from server.metrics import Metrics
+from server.personas import Persona, Personas
 from server.protocol import JSON, ChatRequest, StreamChunk
-from server.router import Router
+from server.resilience import Resilience, Served
+from server.router import Route, Router
+from server.system_role import shape_for_model
 
 log = logging.getLogger("puente.request")
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -45,6 +54,8 @@ class RequestRecord:
     completion_tokens: int = 0
     principal: str | None = None
     persona: str | None = None
+    answered_by: str = ""
+    """The public name of the model that answered: ``model``'s, or a fallback's."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def take_usage(self, usage: Any) -> None:
@@ -58,40 +69,98 @@ class RequestRecord:
 
 
 Listener = Callable[[RequestRecord], None]
+Opened = AbstractAsyncContextManager[AsyncIterator[StreamChunk]]
 
 
 class Gateway:
-    def __init__(self, router: Router, metrics: Metrics) -> None:
+    def __init__(self, router: Router, metrics: Metrics, personas: Personas | None = None) -> None:
         self.router = router
         self.metrics = metrics
+        self.personas = personas or Personas()
+        # Swapped with ``router`` on reload (``server/reloader.py``), which waits on these.
+        self.generations = Generations()
         self.listeners: list[Listener] = []
+        # Retries, fallbacks, breakers and caps (server/resilience.py); shutdown (server/drain.py).
+        self.resilience = Resilience(metrics, lambda: self.router)
+        self.drain = Drain()
 
     # -- the two ways to answer ----------------------------------------------------------------
 
     async def complete(self, request: ChatRequest, record: RequestRecord) -> JSON:
-        route = self.router.resolve(request.model)
+        persona = self._persona(request, record)
+        name = persona.model if persona else request.model
+        route = self.router.resolve(name)
         self._begin(request, record, route.kind, route.upstream_model)
-        started = time.perf_counter()
-        try:
-            data = await route.provider.complete(request)
-        finally:
-            record.upstream_time += time.perf_counter() - started
-        if request.upstream_model != request.model:
-            data["model"] = request.model
+        shape_for_model(request, route.config.system_role)
+
+        async def attempt(target: Route) -> JSON:
+            shape_for_model(request, target.config.system_role)
+            return await self._timed(record, target.provider.complete(request))
+
+        with self.drain.track():
+            served = await self.resilience.run(request, record, name, route, attempt=attempt)
+        served.lease.release()
+        data, shown = served.value, self._answered(request, record, served)
+        if request.upstream_model != shown:
+            data["model"] = shown
         record.take_usage(data.get("usage"))
+        if persona is not None and (farewell := persona.config.farewell):
+            marker, said = persona.config.marker, self._farewell_said(record)
+            replace_in_completion(data, marker, farewell, said)
         return data
 
     async def open_stream(self, request: ChatRequest, record: RequestRecord) -> ChatStream:
         """Open the upstream stream; errors here still become a plain HTTP error response."""
-        route = self.router.resolve(request.model)
+        persona = self._persona(request, record)
+        name = persona.model if persona else request.model
+        route = self.router.resolve(name)
         self._begin(request, record, route.kind, route.upstream_model)
-        context = route.provider.stream(request)
+        shape_for_model(request, route.config.system_role)
+
+        async def attempt(target: Route) -> tuple[Opened, AsyncIterator[StreamChunk]]:
+            # The only place a stream is retried: nothing has reached the client yet.
+            shape_for_model(request, target.config.system_role)
+            context = target.provider.stream(request)
+            return context, await self._timed(record, context.__aenter__())
+
+        with self.drain.track():
+            served = await self.resilience.run(request, record, name, route, attempt=attempt)
+        (context, chunks), shown = served.value, self._answered(request, record, served)
+        if persona is not None and (farewell := persona.config.farewell):
+            marker, said = persona.config.marker, self._farewell_said(record)
+            chunks = replace_in_stream(chunks, marker, farewell, said)
+        return ChatStream(
+            request, record, context, chunks, model=shown, lease=served.lease, drain=self.drain
+        )
+
+    async def _timed(self, record: RequestRecord, work: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
-            chunks = await context.__aenter__()
+            return await work
         finally:
             record.upstream_time += time.perf_counter() - started
-        return ChatStream(request, record, context, chunks)
+
+    def _answered(self, request: ChatRequest, record: RequestRecord, served: Served[Any]) -> str:
+        """Note who answered; returns the name the response shows. That is the fallback's when
+        one answered, except under a persona, whose name stays (the header still says)."""
+        record.answered_by = served.name
+        record.provider = served.route.kind
+        return served.name if served.fell_back and record.persona is None else request.model
+
+    def _persona(self, request: ChatRequest, record: RequestRecord) -> Persona | None:
+        """A persona's name becomes its model plus its server-side messages and caps."""
+        persona = self.personas.get(request.model)
+        if persona is not None:
+            record.model = record.persona = persona.name
+            persona.shape(request)
+        return persona
+
+    def _farewell_said(self, record: RequestRecord) -> Callable[[], None]:
+        def said() -> None:
+            record.extra["farewell"] = True
+            self.metrics.farewells.labels(record.persona).inc()
+
+        return said
 
     def _begin(
         self, request: ChatRequest, record: RequestRecord, kind: str, upstream_model: str
@@ -101,6 +170,7 @@ class Gateway:
         record.provider = kind
         self.metrics.in_flight.labels(record.model).inc()
         record.extra["counted_in_flight"] = True
+        record.extra["generation"] = self.generations.enter()
 
     # -- the end of every request ---------------------------------------------------------------
 
@@ -109,6 +179,9 @@ class Gateway:
         m, labels = self.metrics, (record.model, record.provider)
         if record.extra.pop("counted_in_flight", False):
             m.in_flight.labels(record.model).dec()
+        generation = record.extra.pop("generation", None)
+        if generation is not None:
+            self.generations.leave(generation)
         m.requests.labels(record.model, record.provider, str(record.status)).inc()
         m.duration.labels(*labels).observe(record.duration)
         if record.first_token is not None:
@@ -152,16 +225,24 @@ class ChatStream:
         record: RequestRecord,
         context: AbstractAsyncContextManager[AsyncIterator[StreamChunk]],
         chunks: AsyncIterator[StreamChunk],
+        *,
+        model: str | None = None,
+        lease: Lease | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.request = request
         self.record = record
+        self.model = model or request.model
+        """The name chunks carry and ``x-puente-model`` says."""
+        self.lease = lease
+        self.drain = drain
         self._context = context
         self._chunks = chunks
         self._closed = False
 
     async def frames(self) -> AsyncIterator[bytes]:
-        request, record = self.request, self.record
-        rename = request.upstream_model != request.model
+        request, record, model = self.request, self.record, self.model
+        rename = request.upstream_model != model
         iterator = aiter(self._chunks)
         try:
             while True:
@@ -177,7 +258,7 @@ class ChatStream:
                     if not request.include_usage:
                         continue
                 if rename:
-                    chunk.data["model"] = request.model
+                    chunk.data["model"] = model
                 if record.first_token is None:
                     record.first_token = time.perf_counter() - record.started
                 yield b"data: " + chunk.encode() + b"\n\n"
@@ -191,4 +272,8 @@ class ChatStream:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._context.__aexit__(None, None, None)
+            try:
+                await self._context.__aexit__(None, None, None)
+            finally:
+                if self.lease is not None:
+                    self.lease.release()

@@ -66,3 +66,22 @@ class Metrics:
             buckets=_OVERHEAD,
             registry=r,
         )
+        self.farewells = Counter(
+            "puente_persona_farewells_total",
+            "Answers where a persona's model gave the farewell marker and Puente its farewell.",
+            ["persona"],
+            registry=r,
+        )
+        # Resilience (server/resilience.py); breaker states and queue depths are read at scrape.
+        self.retries = Counter(
+            "puente_retries_total",
+            "Upstream attempts retried after a retryable failure, by public model.",
+            ["model"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "puente_fallbacks_total",
+            "Requests handed to a fallback model, by the model that failed and the one tried next.",
+            ["from", "to"],
+            registry=r,
+        )

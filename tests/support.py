@@ -25,8 +25,19 @@ def free_port() -> int:
 class PuenteProcess:
     """``python -m server serve`` with a config written from a dict; stderr kept in a file."""
 
-    def __init__(self, config: dict[str, Any] | str, workdir: Path,
-                 env: dict[str, str] | None = None, name: str = "puente") -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "puente",
+        host: str = "127.0.0.1",
+        args: list[str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        self.host = host
+        self.command = command or [sys.executable, "-m", "server"]
+        self.args = args or []
         self.workdir = workdir
         self.config_path = workdir / f"{name}.yaml"
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
@@ -45,12 +56,24 @@ class PuenteProcess:
         return self.url + "/v1"
 
     def start(self, timeout: float = 30) -> PuenteProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--config", str(self.config_path),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [
+                    *self.command,
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workdir,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

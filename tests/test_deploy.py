@@ -63,7 +63,6 @@ DEPLOY_FILES = (
     "README.md",
     "docker",
     "deploy",
-    "docs/deploy.md",
     "scripts/install-engine.sh",
     "server/engine/convert.py",
 )
@@ -752,13 +751,13 @@ def _k8s_gateway_config(
                     f"{m.name}: asks for {m.upstream_name(m.name)!r}, the engine serves {served!r}"
                 )
 
-    docs_text = (root / "docs/deploy.md").read_text()
+    docs_text = (root / "README.md").read_text()
     for d in kinds["Deployment"].values():
         for c in d["spec"]["template"]["spec"]["containers"]:
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref and f"{ref['key']}=" not in docs_text:
-                    problems.append(f"Secret key {ref['key']} is not in docs/deploy.md")
+                    problems.append(f"Secret key {ref['key']} is not in the README")
     return problems
 
 

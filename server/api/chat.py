@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.access import PrincipalDep
 from server.api.responses import (
     CLIENT_CLOSED,
     ClientDisconnected,
     JSONResponse,
     SSEResponse,
     error_response,
+    model_header,
     until_disconnect,
 )
 from server.errors import PuenteError
@@ -23,12 +25,15 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
+async def chat_completions(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
     gateway = runtime.gateway
-    record = RequestRecord(request_id=request_id.get())
+    record = RequestRecord(request_id=request_id.get(), principal=principal.name)
     try:
         chat = ChatRequest.parse(await request.body())
         record.stream = chat.stream
+        await principal.admit(chat.model)  # 404 for a model the key may not use, 429 over limits
         if chat.stream:
             stream = await until_disconnect(request, gateway.open_stream(chat, record))
             return SSEResponse(stream, lambda: gateway.finish(record))
@@ -42,4 +47,4 @@ async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
         gateway.finish(record)
         return Response(status_code=CLIENT_CLOSED)
     gateway.finish(record)
-    return JSONResponse(data)
+    return JSONResponse(data, headers={"x-puente-model": model_header(record.answered_by)})

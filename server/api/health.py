@@ -22,6 +22,9 @@ async def health() -> JSONResponse:
 
 @router.get("/ready")
 async def ready(runtime: RuntimeDep) -> JSONResponse:
+    if runtime.draining:
+        # SIGTERM: at once and without probing upstreams, so load balancers stop sending here.
+        return JSONResponse({"status": "not_ready", "detail": "shutting down"}, status_code=503)
     timeout = runtime.settings.config.server.ready_timeout
     models = runtime.router.available()
     providers = runtime.router.providers
@@ -38,6 +41,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
             "state": h.state,
             **({"detail": h.detail} if h.detail else {}),
             **({"endpoints": h.endpoints} if h.endpoints else {}),
+            **runtime.gateway.resilience.report(m),  # breaker state, concurrency
         }
         for m, h in zip(models, results, strict=True)
     }

@@ -6,15 +6,21 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from server.access import PrincipalDep
 from server.api.responses import JSONResponse
 from server.config import ModelConfig
 from server.errors import ModelNotFound
+from server.personas import persona_cards
+from server.providers import Provider
+from server.providers.vllm import VLLMProvider
 from server.runtime import Runtime, RuntimeDep
 
 router = APIRouter()
 
 
-def model_card(config: ModelConfig, created: int, owned_by: str) -> dict[str, Any]:
+def model_card(
+    config: ModelConfig, created: int, owned_by: str, state: str | None = None
+) -> dict[str, Any]:
     card: dict[str, Any] = {
         "id": config.name,
         "object": "model",
@@ -23,28 +29,39 @@ def model_card(config: ModelConfig, created: int, owned_by: str) -> dict[str, An
     }
     if config.description:
         card["description"] = config.description
+    if state is not None:
+        card["status"] = state  # a launched engine: starting, loading, ready or down
     return card
+
+
+def _state(provider: Provider) -> str | None:
+    return provider.state if isinstance(provider, VLLMProvider) and provider.engine else None
 
 
 def _cards(runtime: Runtime) -> list[dict[str, Any]]:
     created = runtime.extensions.get("started_at", 0)
     providers = runtime.router.providers
     return [
-        model_card(m, created, providers[m.name].kind)
+        model_card(m, created, providers[m.name].kind, _state(providers[m.name]))
         for m in runtime.router.available()
         if not m.is_wildcard
-    ]
+    ] + persona_cards(runtime.gateway.personas, runtime.router, created)
 
 
 @router.get("/v1/models")
-async def list_models(runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": _cards(runtime)})
+async def list_models(runtime: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
+    cards = [card for card in _cards(runtime) if principal.may_use(card["id"])]
+    return JSONResponse({"object": "list", "data": cards})
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, runtime: RuntimeDep) -> JSONResponse:
+async def get_model(model_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
+    if not principal.may_use(model_id):  # the same 404 as a model that does not exist
+        raise ModelNotFound(f"The model '{model_id}' does not exist.")
     for card in _cards(runtime):
         if card["id"] == model_id:
             return JSONResponse(card)
-    runtime.router.resolve(model_id)  # a configured-but-unavailable model says why
+    persona = runtime.gateway.personas.get(model_id)
+    # A configured-but-unavailable model (or a persona's) says why.
+    runtime.router.resolve(persona.model if persona else model_id)
     raise ModelNotFound(f"The model '{model_id}' does not exist.")

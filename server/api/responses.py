@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from server.errors import PuenteError
-from server.gateway import ChatStream
+from server.errors import PuenteError, ServiceUnavailable
+from server.gateway import SSE_DONE, ChatStream
 
 log = logging.getLogger("puente.http")
 
@@ -28,6 +30,12 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def model_header(name: str) -> str:
+    """``x-puente-model``: which model answered. Wildcard names come from the client, so anything
+    outside printable ASCII is percent-encoded rather than trusted into a header."""
+    return quote(name, safe="/:._-+@*")
 
 
 def error_response(error: PuenteError) -> Response:
@@ -100,6 +108,8 @@ class SSEResponse(Response):
                 self.on_close()
 
     async def _send_all(self, send: Send) -> None:
+        stream = self.stream
+        answered = stream.record.answered_by or stream.model
         await send(
             {
                 "type": "http.response.start",
@@ -108,9 +118,18 @@ class SSEResponse(Response):
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
+                    (b"x-puente-model", model_header(answered).encode()),
                 ],
             }
         )
-        async for frame in self.stream.frames():
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        try:
+            with stream.drain.track() if stream.drain else nullcontext():
+                async for frame in stream.frames():
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except ServiceUnavailable as error:
+            # Shutdown's drain timeout cut the stream off: end it the way a failed stream ends.
+            stream.record.fail(error)
+            event = b"event: error\ndata: " + error.to_json() + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": SSE_DONE, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
-import httpx
 
 from server.config import ModelConfig
 from server.providers.base import Health, Provider
+from server.providers.cloud import CloudClients
 from server.providers.openai_compatible import OpenAICompatibleProvider
+from server.providers.vllm import VLLMProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,8 @@ class Clients:
     """HTTP clients built once in the app's lifespan and shared by every provider."""
 
     aiohttp: aiohttp.ClientSession
-    httpx: httpx.AsyncClient
+    cloud: CloudClients = field(default_factory=CloudClients)
+    """The cloud vendors' SDK HTTP pool and the image fetcher (built on first use)."""
 
 
 ProviderFactory = Callable[[ModelConfig, Clients], Provider]
@@ -28,8 +30,35 @@ def _openai_compatible(config: ModelConfig, clients: Clients) -> Provider:
     return OpenAICompatibleProvider(config, clients.aiohttp)
 
 
+def _vllm(config: ModelConfig, clients: Clients) -> Provider:
+    return VLLMProvider(config, clients.aiohttp)
+
+
+# The vendor SDKs take a second or two to import: only a configuration that names one pays it.
+def _openai(config: ModelConfig, clients: Clients) -> Provider:
+    from server.providers.openai_provider import OpenAIProvider  # noqa: PLC0415
+
+    return OpenAIProvider(config, clients.cloud)
+
+
+def _anthropic(config: ModelConfig, clients: Clients) -> Provider:
+    from server.providers.anthropic_provider import AnthropicProvider  # noqa: PLC0415
+
+    return AnthropicProvider(config, clients.cloud)
+
+
+def _gemini(config: ModelConfig, clients: Clients) -> Provider:
+    from server.providers.gemini_provider import GeminiProvider  # noqa: PLC0415
+
+    return GeminiProvider(config, clients.cloud)
+
+
 FACTORIES: dict[str, ProviderFactory] = {
     "openai_compatible": _openai_compatible,
+    "vllm": _vllm,
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "gemini": _gemini,
 }
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from server.balancer import Balancer, Endpoint
+from server.breaker import CircuitBreaker
 from server.config import ModelConfig
 from server.errors import (
     PuenteError,
@@ -54,6 +55,10 @@ def error_from_status(status: int, body: bytes, headers: Mapping[str, str]) -> U
             _str(err.get("param")),
             _str(err.get("code")),
         )
+    if error_type and error_type[:1].isupper():
+        # vLLM names the exception class ("BadRequestError"); clients expect OpenAI's types,
+        # which UpstreamStatusError derives from the status when none is given.
+        error_type = None
     passed: dict[str, str] = {}
     if "Retry-After" in headers:
         passed["Retry-After"] = headers["Retry-After"]
@@ -88,7 +93,10 @@ class OpenAICompatibleProvider:
     def __init__(self, config: ModelConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self._session = session
-        self.balancer = Balancer(config.upstream_urls)
+        breaker = config.breaker
+        self.balancer = Balancer(
+            config.upstream_urls, lambda: CircuitBreaker(breaker.failures, breaker.cooldown)
+        )
         t = config.timeouts
         self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
         self._headers = {"Content-Type": "application/json", **config.headers}
@@ -143,16 +151,27 @@ class OpenAICompatibleProvider:
                     log.warning("endpoint %s refused the connection: %s", endpoint.url, exc)
                     continue
                 except (TimeoutError, aiohttp.ServerTimeoutError):
+                    endpoint.breaker.record_failure("timeout")
                     raise UpstreamTimeout(
                         f"Model '{self.config.name}' did not answer within its timeout."
                     ) from None
                 except aiohttp.ClientError as exc:
+                    endpoint.breaker.record_failure("connection")
                     raise _connection_error(self.config.name, exc) from None
                 try:
                     if response.status >= 400:
                         raw = await _read(response, self.config.name)
                         raise error_from_status(response.status, raw, response.headers)
+                    endpoint.breaker.record_success()
                     yield response
+                except PuenteError as error:
+                    # An error status or an answer cut off counts against this endpoint's
+                    # breaker; a client error proves it is answering.
+                    if error.retryable:
+                        endpoint.breaker.record_failure(error.kind)
+                    elif isinstance(error, UpstreamStatusError):
+                        endpoint.breaker.record_success()
+                    raise
                 finally:
                     # Returns a finished connection to the pool; one with unread body (a client
                     # that left mid-answer) is closed, which is what tells the upstream to stop.
@@ -201,6 +220,12 @@ class OpenAICompatibleProvider:
                         return
                     if event == b"error" or data.startswith(b'{"error"'):
                         raise error_from_event(_loads_event(data, name))
+                    if not (data.startswith(b"{") and data.endswith(b"}")):
+                        # Chunks are relayed unparsed, so check the one thing a cut-off or
+                        # garbled event cannot fake, rather than hand the client's SDK garbage.
+                        raise UpstreamProtocolError(
+                            f"Model '{name}' sent an event that is not JSON."
+                        )
                     yield StreamChunk(data)
                     event = b""
                 elif line.startswith(b"event:"):
@@ -235,7 +260,7 @@ class OpenAICompatibleProvider:
     async def health(self, timeout: float = 3.0) -> Health:
         endpoints = self.balancer.endpoints
         await asyncio.gather(*(self._probe(e, timeout) for e in endpoints))
-        report = {e.url: "ready" if e.healthy else e.last_error for e in endpoints}
+        report = {e.url: e.describe() for e in endpoints}
         if any(e.healthy for e in endpoints):
             return Health("ready", endpoints=report)
         return Health("down", detail="no endpoint is reachable", endpoints=report)

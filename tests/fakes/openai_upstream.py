@@ -19,6 +19,7 @@ close while it was still answering (``closed``), with the time it noticed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ class Closed:
 @dataclass
 class FakeState:
     received: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # names lower-cased
     closed: list[Closed] = field(default_factory=list)
     in_progress: int = 0
 
@@ -92,6 +93,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
+        self._configure(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -100,7 +102,13 @@ class FakeOpenAI:
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         self._started.set()
-        loop.run_forever()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _configure(self, app: web.Application) -> None:
+        """For subclasses (tests/fakes/faults.py): more routes, signals, middlewares."""
 
     def stop(self) -> None:
         if self._loop is None or self._runner is None:
@@ -131,15 +139,19 @@ class FakeOpenAI:
         return web.Response(text="")
 
     async def _models(self, request: web.Request) -> web.Response:
-        body = {"object": "list", "data": [{"id": "fake-model", "object": "model",
-                                             "created": 1700000000, "owned_by": "fake"}]}
+        body = {
+            "object": "list",
+            "data": [
+                {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}
+            ],
+        }
         return web.json_response(body)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = orjson.loads(raw)
         self.state.received.append(body)
-        self.state.headers.append(dict(request.headers))
+        self.state.headers.append({k.lower(): v for k, v in request.headers.items()})
         rid = request.headers.get("X-Request-Id", "")
         fake: dict[str, Any] = body.get("fake") or {}
         self.counter += 1
@@ -152,8 +164,9 @@ class FakeOpenAI:
             if fake.get("status"):
                 return _error(int(fake["status"]))
             if fake.get("malformed"):
-                return web.Response(text="<html>upstream proxy error</html>",
-                                    content_type="application/json")
+                return web.Response(
+                    text="<html>upstream proxy error</html>", content_type="application/json"
+                )
             if body.get("stream"):
                 return await self._stream(request, body, fake, completion_id, rid)
             if fake.get("delay") and await self._idle(request, float(fake["delay"]), rid):
@@ -197,15 +210,27 @@ class FakeOpenAI:
         calls = []
         for i in range(count):
             name = tools[i % len(tools)]["function"]["name"] if tools else "f"
-            calls.append({"id": f"call_{self.counter}_{i}", "type": "function",
-                          "function": {"name": name,
-                                       "arguments": orjson.dumps({"city": f"Lima{i}"}).decode()}})
+            # Derived from the request, so the same request gets the same ids (as tests compare).
+            digest = hashlib.sha256(orjson.dumps(body.get("messages"))).hexdigest()[:12]
+            calls.append(
+                {
+                    "id": f"call_{digest}_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "arguments": orjson.dumps({"city": f"Lima{i}"}).decode(),
+                    },
+                }
+            )
         return calls
 
     def _usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
         prompt = _prompt_tokens(body)
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
 
     def _completion(self, body: dict[str, Any], fake: dict[str, Any], cid: str) -> dict[str, Any]:
         calls = self._tool_calls(body, fake)
@@ -213,16 +238,20 @@ class FakeOpenAI:
         completion_tokens = 0
         for index in range(int(body.get("n") or 1)):
             if calls:
-                message: dict[str, Any] = {"role": "assistant", "content": None,
-                                           "tool_calls": calls}
+                message: dict[str, Any] = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": calls,
+                }
                 finish = "tool_calls"
                 completion_tokens += 10 * len(calls)
             else:
                 words, finish = self._plan(body, fake)
                 message = {"role": "assistant", "content": "".join(words)}
                 completion_tokens += len(words)
-            choices.append({"index": index, "message": message, "logprobs": None,
-                            "finish_reason": finish})
+            choices.append(
+                {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+            )
         return {
             "id": cid,
             "object": "chat.completion",
@@ -233,34 +262,62 @@ class FakeOpenAI:
             "usage": self._usage(body, completion_tokens),
         }
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], fake: dict[str, Any],
-                      cid: str, rid: str) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], fake: dict[str, Any], cid: str, rid: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         delay = float(fake.get("delay", 0.002))
-        base = {"id": cid, "object": "chat.completion.chunk", "created": 1700000000,
-                "model": body["model"], "system_fingerprint": "fp_fake"}
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": body["model"],
+            "system_fingerprint": "fp_fake",
+        }
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         frames: list[dict[str, Any]] = []
         calls = self._tool_calls(body, fake)
         if calls:
-            frames.append({"index": 0, "delta": {"role": "assistant", "content": None},
-                           "finish_reason": None})
+            frames.append(
+                {"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}
+            )
             for i, call in enumerate(calls):
-                frames.append({"index": 0, "delta": {"tool_calls": [
-                    {"index": i, "id": call["id"], "type": "function",
-                     "function": {"name": call["function"]["name"], "arguments": ""}}]},
-                    "finish_reason": None})
+                frames.append(
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                )
                 args = call["function"]["arguments"]
-                for piece in (args[: len(args) // 2], args[len(args) // 2:]):
-                    frames.append({"index": 0, "delta": {"tool_calls": [
-                        {"index": i, "function": {"arguments": piece}}]}, "finish_reason": None})
+                for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+                    frames.append(
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [{"index": i, "function": {"arguments": piece}}]
+                            },
+                            "finish_reason": None,
+                        }
+                    )
             finish, completion_tokens = "tool_calls", 10 * len(calls)
         else:
             words, finish = self._plan(body, fake)
-            frames.append({"index": 0, "delta": {"role": "assistant", "content": ""},
-                           "finish_reason": None})
+            frames.append(
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            )
             frames += [{"index": 0, "delta": {"content": w}, "finish_reason": None} for w in words]
             completion_tokens = len(words)
         frames.append({"index": 0, "delta": {}, "finish_reason": finish})
@@ -270,8 +327,14 @@ class FakeOpenAI:
         try:
             for n, choice in enumerate(frames):
                 if fail_after is not None and n == int(fail_after):
-                    error = {"error": {"message": "The engine ran out of KV cache.",
-                                       "type": "server_error", "param": None, "code": 500}}
+                    error = {
+                        "error": {
+                            "message": "The engine ran out of KV cache.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": 500,
+                        }
+                    }
                     await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                     await response.write(b"data: [DONE]\n\n")
                     return response
@@ -297,10 +360,12 @@ class FakeOpenAI:
 
 
 def _error(status: int) -> web.Response:
-    kinds = {400: ("invalid_request_error", "Invalid 'messages': bad role.", "invalid_value"),
-             401: ("invalid_request_error", "Incorrect API key provided.", "invalid_api_key"),
-             404: ("invalid_request_error", "The model does not exist.", "model_not_found"),
-             429: ("requests", "Rate limit reached for requests.", "rate_limit_exceeded")}
+    kinds = {
+        400: ("invalid_request_error", "Invalid 'messages': bad role.", "invalid_value"),
+        401: ("invalid_request_error", "Incorrect API key provided.", "invalid_api_key"),
+        404: ("invalid_request_error", "The model does not exist.", "model_not_found"),
+        429: ("requests", "Rate limit reached for requests.", "rate_limit_exceeded"),
+    }
     err_type, message, code = kinds.get(status, ("server_error", "The server had an error.", None))
     body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
     headers = {"Retry-After": "7"} if status == 429 else None
