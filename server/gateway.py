@@ -91,7 +91,6 @@ class Gateway:
         name = persona.model if persona else request.model
         route = self.router.resolve(name)
         self._begin(request, record, route.kind, route.upstream_model)
-        shape_for_model(request, route.config.system_role)
 
         async def attempt(target: Route) -> JSON:
             shape_for_model(request, target.config.system_role)
@@ -115,7 +114,6 @@ class Gateway:
         name = persona.model if persona else request.model
         route = self.router.resolve(name)
         self._begin(request, record, route.kind, route.upstream_model)
-        shape_for_model(request, route.config.system_role)
 
         async def attempt(target: Route) -> tuple[Opened, AsyncIterator[StreamChunk]]:
             # The only place a stream is retried: nothing has reached the client yet.

@@ -98,7 +98,7 @@ def _text_of(block: Any) -> str:
 class FakeAnthropic(VendorServer):
     name = "anthropic"
 
-    def routes(self, app: web.Application) -> None:
+    def vendor_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
 
     # -- checks the API makes ------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _text(parts: list[dict[str, Any]]) -> str:
 class FakeGemini(VendorServer):
     name = "gemini"
 
-    def routes(self, app: web.Application) -> None:
+    def vendor_routes(self, app: web.Application) -> None:
         # The SDK calls v1 by default; v1beta is where preview features live. Both answer.
         app.router.add_post("/v1/models/{spec}", self._generate)
         app.router.add_post("/v1beta/models/{spec}", self._generate)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.threaded import ThreadedServer
 
 
 @dataclass
@@ -44,6 +45,7 @@ class FakeState:
 
 
 def _words(text: str) -> list[str]:
+    """The text split into pieces that concatenate back to it, as a model streams it."""
     parts = text.split(" ")
     return [p if i == 0 else " " + p for i, p in enumerate(parts)]
 
@@ -63,72 +65,26 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", "")).split()) + 3 for m in body.get("messages", []))
 
 
-class FakeOpenAI:
-    def __init__(self) -> None:
-        self.state = FakeState()
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self.counter = 0
+class FakeOpenAI(ThreadedServer):
+    name = "openai"
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = FakeState()
+        self.counter = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
-        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("fake upstream did not start")
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self._configure(app)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
 
     def _configure(self, app: web.Application) -> None:
         """For subclasses (tests/fakes/faults.py): more routes, signals, middlewares."""
-
-    def stop(self) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def open_connections(self) -> int:
-        """TCP connections from clients that the fake still holds open."""
-        assert self._runner is not None and self._loop is not None
-        server = self._runner.server
-        assert server is not None
-
-        async def count() -> int:
-            return len(server.connections)
-
-        return asyncio.run_coroutine_threadsafe(count(), self._loop).result(5)
 
     def reset(self) -> None:
         self.state = FakeState()

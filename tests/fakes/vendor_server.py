@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.threaded import ThreadedServer
 
 # A 1×1 transparent PNG.
 PNG = base64.b64decode(
@@ -39,19 +40,15 @@ class VendorState:
     image_requests: list[str] = field(default_factory=list)
 
 
-class VendorServer:
-    """Subclasses add their routes in ``routes`` and answer from ``self.state``."""
+class VendorServer(ThreadedServer):
+    """Subclasses add their routes in ``vendor_routes`` and answer from ``self.state``."""
 
     name = "vendor"
 
     def __init__(self, api_key: str) -> None:
+        super().__init__()
         self.api_key = api_key
         self.state = VendorState()
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
 
     # -- what tests use ------------------------------------------------------------------------
 
@@ -79,41 +76,11 @@ class VendorServer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    def start(self) -> VendorServer:
-        self._thread = threading.Thread(target=self._run, name=f"fake-{self.name}", daemon=True)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError(f"fake {self.name} did not start")
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.routes(app)
+        self.vendor_routes(app)
         app.router.add_get("/images/{name}", self._image)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
 
-    def stop(self) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+    def vendor_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
 
     # -- helpers for subclasses ----------------------------------------------------------------
 
