@@ -109,3 +109,14 @@ class PuenteProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def error_envelope(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of an OpenAI error response, after checking the envelope's shape."""
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in response.text
+    error: dict[str, Any] = body["error"]
+    return error

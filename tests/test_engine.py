@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from server.engine import process_group
+from tests.cloud_fixtures import WEATHER_TOOL
 from tests.engine_support import ENGINE_READY_TIMEOUT, MODEL, PAIR, LocalEngine, Replica
 
 pytestmark = pytest.mark.engine
@@ -32,18 +33,6 @@ pytestmark = pytest.mark.engine
 PERU = [{"role": "user", "content": "What is the capital of Peru?"}]
 # Generates until max_tokens whatever the model thinks: a request that stays in flight.
 ENDLESS: dict[str, Any] = {"ignore_eos": True}
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture

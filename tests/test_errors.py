@@ -9,18 +9,9 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess
+from tests.support import PuenteProcess, error_envelope
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
-
-
-def _envelope(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def _post(puente: PuenteProcess, content: bytes | str, **kw: Any) -> httpx.Response:
@@ -36,7 +27,7 @@ def _post(puente: PuenteProcess, content: bytes | str, **kw: Any) -> httpx.Respo
 def test_malformed_json_is_400(puente: PuenteProcess) -> None:
     response = _post(puente, b'{"model": "fake-model", "messages": [')
     assert response.status_code == 400
-    assert _envelope(response)["type"] == "invalid_request_error"
+    assert error_envelope(response)["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +58,7 @@ def test_schema_violation_is_400_naming_the_param(
 ) -> None:
     response = httpx.post(puente.base_url + "/chat/completions", json=body, timeout=10)
     assert response.status_code == 400
-    assert _envelope(response)["param"] == param
+    assert error_envelope(response)["param"] == param
     assert fake.state.received == []
 
 
@@ -95,7 +86,7 @@ def test_body_over_limit_is_413(puente: PuenteProcess, fake: FakeOpenAI) -> None
         json={"model": "fake-model", "messages": [{"role": "user", "content": big}]},
     )
     assert response.status_code == 413
-    assert _envelope(response)["code"] == "request_too_large"
+    assert error_envelope(response)["code"] == "request_too_large"
 
     def chunks() -> Any:  # no Content-Length: the limit holds while reading, too
         for _ in range(30):
@@ -167,7 +158,7 @@ def test_upstream_failure_before_the_answer_keeps_its_status(
         json={"model": model, "messages": MESSAGES, "stream": stream, "fake": fault},
     )
     assert response.status_code == status
-    error = _envelope(response)
+    error = error_envelope(response)
     if code is not None:
         assert error["code"] == code
     assert response.headers["content-type"].startswith("application/json")
@@ -225,10 +216,10 @@ def test_stream_cut_by_the_upstream_ends_with_an_error_event(
 def test_unknown_route_and_method_are_enveloped(puente: PuenteProcess) -> None:
     response = httpx.get(puente.url + "/v1/nothing-here")
     assert response.status_code == 404
-    _envelope(response)
+    error_envelope(response)
     response = httpx.get(puente.base_url + "/chat/completions")
     assert response.status_code == 405
-    _envelope(response)
+    error_envelope(response)
 
 
 def test_server_keeps_serving_after_failures(client: openai.OpenAI) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.faults import FaultyOpenAI
 from tests.resilience_support import contents, metric, settled, sse_events
-from tests.support import PuenteProcess
+from tests.support import PuenteProcess, error_envelope
 
 MESSAGES = [{"role": "user", "content": "hola"}]
 REPLY = "Hello! You said: hola"
@@ -30,16 +30,6 @@ def _post(
 ) -> httpx.Response:
     body = {"model": model, "messages": MESSAGES, "stream": stream, "fake": fault}
     return httpx.post(puente.base_url + "/chat/completions", json=body, timeout=20)
-
-
-def _envelope(response: httpx.Response) -> dict[str, Any]:
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert "Traceback" not in response.text
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def _still_serving(sdk: openai.OpenAI, faulty: FaultyOpenAI, model: str) -> None:
@@ -118,7 +108,7 @@ def test_persistent_529_exhausts_the_retries_then_502(
     tag = _tag()
     response = _post(resilient, "flaky", {"tag": tag, "status": 529}, stream=stream)
     assert response.status_code == 502
-    assert _envelope(response)["type"] == "upstream_error"
+    assert error_envelope(response)["type"] == "upstream_error"
     assert faulty.attempts(tag) == 3  # the first and two retries
     _still_serving(resilient_sdk, faulty, "flaky")
 
@@ -132,7 +122,7 @@ def test_429_with_a_long_retry_after_goes_to_the_client(
     assert time.monotonic() - started < 1.0
     assert response.status_code == 429
     assert response.headers["retry-after"] == "30"
-    assert _envelope(response)["code"] == "rate_limit_exceeded"
+    assert error_envelope(response)["code"] == "rate_limit_exceeded"
     assert faulty.attempts(tag) == 1
     _still_serving(resilient_sdk, faulty, "flaky")
 
@@ -144,7 +134,7 @@ def test_client_errors_are_never_retried(
     tag = _tag()
     response = _post(resilient, "flaky", {"tag": tag, "status": status})
     assert response.status_code == status
-    _envelope(response)
+    error_envelope(response)
     assert faulty.attempts(tag) == 1
     _still_serving(resilient_sdk, faulty, "flaky")
 
@@ -155,7 +145,7 @@ def test_reset_before_headers_every_time_is_502_unreachable(
     tag = _tag()
     response = _post(resilient, "one-shot", {"tag": tag, "reset": "before_headers"})
     assert response.status_code == 502
-    assert _envelope(response)["code"] == "upstream_unreachable"
+    assert error_envelope(response)["code"] == "upstream_unreachable"
     assert faulty.attempts(tag) == 1  # retries: 0
     _still_serving(resilient_sdk, faulty, "one-shot")
 
@@ -168,7 +158,7 @@ def test_a_hanging_upstream_times_out_and_is_retried_once(
     started = time.monotonic()
     response = _post(resilient, "hanging", {"tag": tag, "hang": 10}, stream=stream)
     assert response.status_code == 504
-    assert _envelope(response)["code"] == "upstream_timeout"
+    assert error_envelope(response)["code"] == "upstream_timeout"
     assert time.monotonic() - started < 3.0  # two read timeouts of 0.3 s and a backoff
     assert faulty.attempts(tag) == 2
     _still_serving(resilient_sdk, faulty, "hanging")
@@ -181,7 +171,7 @@ def test_malformed_json_is_502_and_not_retried(
     tag = _tag()
     response = _post(resilient, "flaky", {"tag": tag, "malformed": True})
     assert response.status_code == 502
-    assert _envelope(response)["code"] == "upstream_bad_response"
+    assert error_envelope(response)["code"] == "upstream_bad_response"
     assert faulty.attempts(tag) == 1  # the same upstream would say the same again
     _still_serving(resilient_sdk, faulty, "flaky")
 
@@ -192,7 +182,7 @@ def test_a_trickle_past_the_total_timeout_is_504(
     tag = _tag()
     response = _post(resilient, "bounded", {"tag": tag, "trickle": 0.1, "piece": 4})
     assert response.status_code == 504
-    assert _envelope(response)["code"] == "upstream_timeout"
+    assert error_envelope(response)["code"] == "upstream_timeout"
     assert faulty.attempts(tag) == 1
     _still_serving(resilient_sdk, faulty, "bounded")
 
