@@ -97,7 +97,9 @@ class Gateway:
             return await self._timed(record, target.provider.complete(request))
 
         with self.drain.track():
-            served = await self.resilience.run(request, record, name, route, attempt=attempt)
+            served = await self.resilience.run(
+                request, record, name, route, attempt=attempt, fallbacks=_fallbacks(persona)
+            )
         served.lease.release()
         data, shown = served.value, self._answered(request, record, served)
         if request.upstream_model != shown:
@@ -122,7 +124,9 @@ class Gateway:
             return context, await self._timed(record, context.__aenter__())
 
         with self.drain.track():
-            served = await self.resilience.run(request, record, name, route, attempt=attempt)
+            served = await self.resilience.run(
+                request, record, name, route, attempt=attempt, fallbacks=_fallbacks(persona)
+            )
         (context, chunks), shown = served.value, self._answered(request, record, served)
         if persona is not None and (farewell := persona.config.farewell):
             marker, said = persona.config.marker, self._farewell_said(record)
@@ -208,6 +212,10 @@ class Gateway:
             except Exception:
                 # A broken listener must not break answering; it is a bug worth a traceback.
                 log.exception("request listener %r failed", listener)
+
+
+def _fallbacks(persona: Persona | None) -> list[str] | None:
+    return persona.config.fallbacks if persona is not None else None
 
 
 class ChatStream:

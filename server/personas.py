@@ -79,6 +79,9 @@ class PersonaConfig(_Strict):
     client_system: ClientSystemPolicy = "append"
     defaults: Sampling = Field(default_factory=Sampling)
     caps: Caps = Field(default_factory=Caps)
+    fallbacks: list[str] | None = None
+    """Models that answer, in order, when ``model`` fails with a retryable error; unset: the
+    model's own ``fallbacks``. Each gets the persona's prompt, translated for its vendor."""
 
     @field_validator("marker", mode="after")
     @classmethod
@@ -233,10 +236,10 @@ def check_targets(personas: list[PersonaConfig], model_names: list[str]) -> None
         if persona.name in exact:
             raise ValueError(f"persona {persona.name!r} has the same name as a model")
         seen.add(persona.name)
-        target = persona.model
-        wildcard = any(target.startswith(p) and len(target) > len(p) for p in prefixes)
-        if target not in exact and not wildcard:
-            raise ValueError(f"persona {persona.name!r}: model {target!r} is not configured")
+        for target in [persona.model, *(persona.fallbacks or [])]:
+            wildcard = any(target.startswith(p) and len(target) > len(p) for p in prefixes)
+            if target not in exact and not wildcard:
+                raise ValueError(f"persona {persona.name!r}: model {target!r} is not configured")
 
 
 def persona_cards(personas: Personas, router: Router, created: int) -> list[dict[str, Any]]:

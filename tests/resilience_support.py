@@ -63,6 +63,15 @@ def fault_config(fake: FaultyOpenAI, broken: FaultyOpenAI) -> dict[str, Any]:
                 "endpoints": [broken.base_url, fake.base_url],
             },
         ],
+        # A persona's own fallbacks replace its model's (one-shot has none).
+        "personas": [
+            {
+                "name": "guia",
+                "model": "one-shot",
+                "system": "Eres un guía.",
+                "fallbacks": ["steady"],
+            }
+        ],
     }
 
 

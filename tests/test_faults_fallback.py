@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from server.config import ConfigError, parse_config
 from tests.fakes.faults import FaultyOpenAI
 from tests.resilience_support import contents, metric, settled, sse_events
 from tests.support import PuenteProcess
@@ -58,6 +59,37 @@ def test_a_failing_model_falls_back_and_the_answer_says_who_answered(
     after = metric(resilient.url, "puente_fallbacks_total", **{"from": "primary", "to": "steady"})
     assert after == before + 1
     settled(faulty)
+
+
+def test_a_persona_falls_back_with_its_prompt_and_keeps_its_name(
+    resilient_sdk: openai.OpenAI, faulty: FaultyOpenAI
+) -> None:
+    tag = _tag()
+    raw = resilient_sdk.chat.completions.with_raw_response.create(
+        model="guia",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        extra_body={"fake": {"tag": tag, "status": 503, "only_model": "one-shot-up"}},
+    )
+    answer = raw.parse()
+    assert answer.model == "guia"
+    assert raw.headers["x-puente-model"] == "steady"
+    assert answer.choices[0].message.content == REPLY
+    assert faulty.attempts(tag, "one-shot-up") == 1
+    assert faulty.attempts(tag, "steady-up") == 1
+    sent = faulty.state.received[-1]
+    assert sent["model"] == "steady-up"
+    assert sent["messages"][0]["role"] == "system"
+    assert sent["messages"][0]["content"].startswith("Eres un guía.")
+    settled(faulty)
+
+
+def test_a_persona_fallback_must_be_configured() -> None:
+    text = (
+        "models:\n  - name: m\n    provider: openai_compatible\n    base_url: http://h/v1\n"
+        "personas:\n  - name: p\n    model: m\n    system: s\n    fallbacks: [nope]\n"
+    )
+    with pytest.raises(ConfigError, match="persona 'p': model 'nope' is not configured"):
+        parse_config(text, "inline", {})
 
 
 def test_a_stream_falls_back_before_its_first_byte(
