@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from server.engine import prepare, process_group
@@ -31,6 +32,15 @@ from tests.support import PuenteProcess, free_port
 
 MODEL = "smollm2"
 PAIR = "smollm2-pair"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "puente.yaml"
+
+
+def shipped_personas() -> list[dict[str, Any]]:
+    personas: list[dict[str, Any]] = yaml.safe_load(DEFAULT_CONFIG.read_text())["personas"]
+    assert all(p["model"] == MODEL for p in personas)
+    return personas
+
+
 ENGINE_READY_TIMEOUT = 300.0  # measured 23–66 s on the 2-core CI machine; generous for a busy one
 
 
@@ -157,7 +167,9 @@ class LocalEngine:
                     "model": MODEL,
                     "endpoints": [r.url for r in self.replicas],
                 },
-            ]
+            ],
+            # The personas shipped in the default config, as written there.
+            "personas": shipped_personas(),
         }
         self.puente = PuenteProcess(config, workdir, name="puente-engine")
         self.engine_groups: set[int] = set()

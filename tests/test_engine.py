@@ -25,8 +25,16 @@ import orjson
 import pytest
 
 from server.engine import process_group
+from server.personas import DEFAULT_MARKER
 from tests.cloud_fixtures import WEATHER_TOOL
-from tests.engine_support import ENGINE_READY_TIMEOUT, MODEL, PAIR, LocalEngine, Replica
+from tests.engine_support import (
+    ENGINE_READY_TIMEOUT,
+    MODEL,
+    PAIR,
+    LocalEngine,
+    Replica,
+    shipped_personas,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -88,6 +96,28 @@ def test_chat_completion(sdk: openai.OpenAI) -> None:
     assert usage.prompt_tokens > 0
     assert usage.completion_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+@pytest.mark.parametrize("persona", ["historia-peru", "experto-matematicas"])
+def test_shipped_personas_answer_on_the_local_model(sdk: openai.OpenAI, persona: str) -> None:
+    farewell = {p["name"]: p["farewell"] for p in shipped_personas()}[persona]
+    question = [{"role": "user", "content": "¿En qué año fue la independencia del Perú?"}]
+    answer = sdk.chat.completions.create(model=persona, messages=question, max_tokens=48)
+    assert answer.model == persona
+    text = answer.choices[0].message.content or ""
+    assert text.strip()
+    assert DEFAULT_MARKER not in text  # never reaches the client: the farewell replaces it
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    chunks = list(
+        sdk.chat.completions.create(model=persona, messages=question, max_tokens=48, stream=True)
+    )
+    assert {c.model for c in chunks} == {persona}
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.strip()
+    assert DEFAULT_MARKER not in streamed
+    assert farewell not in streamed or streamed.strip() == farewell or streamed.endswith(farewell)
+    cards = {m.id: m for m in sdk.models.list()}
+    assert cards[persona].owned_by == "puente"
 
 
 def test_stream_with_usage_relays_the_same_answer(sdk: openai.OpenAI) -> None:
