@@ -96,8 +96,12 @@ def test_streamed_tokens_count_against_the_limit(server: PuenteProcess) -> None:
         for n in range(1, 4):
             stream = client.chat.completions.create(model="fake-model", messages=USER, stream=True)
             assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
             # Tokens are counted when a stream ends (after its last byte was sent).
-            eventually(lambda n=n: key_tokens(server, name) == n * TOKENS_PER_REQUEST)
+            def counted(n: int = n) -> bool:
+                return key_tokens(server, name) == n * TOKENS_PER_REQUEST
+
+            eventually(counted)
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="fake-model", messages=USER, stream=True)
 
@@ -141,6 +145,84 @@ def test_a_monthly_budget_cuts_off(server: PuenteProcess) -> None:
     assert "monthly token budget (10 tokens)" in message
 
 
+# -- x-ratelimit-* on every answer ---------------------------------------------------------------
+
+RESET = re.compile(r"(?:(\d+)m)?(\d+)s")
+
+
+def reset_seconds(value: str) -> int:
+    """OpenAI's duration (``1s``, ``6m0s``) in seconds; fails on anything else."""
+    match = RESET.fullmatch(value)
+    assert match, value
+    return int(match[1] or 0) * 60 + int(match[2])
+
+
+def test_every_answer_shows_the_requests_left(server: PuenteProcess) -> None:
+    key = create_key(server, unique("headers-rpm"), rpm=5)
+    remaining = []
+    with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
+        for stream in (False, True, False, True):
+            if stream:
+                with client.chat.completions.with_streaming_response.create(
+                    model="fake-model", messages=USER, stream=True
+                ) as streamed:
+                    headers = streamed.headers
+                    assert "".join(streamed.iter_lines())  # the answer itself still arrives
+            else:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="fake-model", messages=USER
+                )
+                assert raw.parse().choices[0].message.content
+                headers = raw.headers
+            assert headers["x-ratelimit-limit-requests"] == "5"
+            # The window empties a minute after this request: the reset is (almost) a minute.
+            assert 55 <= reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60
+            assert "x-ratelimit-limit-tokens" not in headers  # no tpm on this key
+            remaining.append(headers["x-ratelimit-remaining-requests"])
+        assert remaining == ["4", "3", "2", "1"]
+        last = client.chat.completions.with_raw_response.create(model="fake-model", messages=USER)
+        assert last.headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="fake-model", messages=USER, stream=True)
+    headers = refused.value.response.headers
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert 1 <= int(headers["retry-after"]) <= reset_seconds(headers["x-ratelimit-reset-requests"])
+
+
+def test_tokens_headers_count_what_answers_used(server: PuenteProcess) -> None:
+    name = unique("headers-tpm")
+    key = create_key(server, name, rpm=100, tpm=1000)
+    with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
+        first = client.chat.completions.with_raw_response.create(model="fake-model", messages=USER)
+        assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+        assert first.headers["x-ratelimit-remaining-tokens"] == "1000"
+        assert first.headers["x-ratelimit-reset-tokens"] == "0s"  # nothing used yet
+        eventually(lambda: key_tokens(server, name) == TOKENS_PER_REQUEST)
+        with client.chat.completions.with_streaming_response.create(
+            model="fake-model", messages=USER, stream=True
+        ) as streamed:
+            headers = streamed.headers
+    assert headers["x-ratelimit-remaining-tokens"] == str(1000 - TOKENS_PER_REQUEST)
+    assert 55 <= reset_seconds(headers["x-ratelimit-reset-tokens"]) <= 60
+    assert headers["x-ratelimit-remaining-requests"] == "98"
+
+
+def test_keys_without_limits_get_no_ratelimit_headers(server: PuenteProcess) -> None:
+    free = create_key(server, unique("headers-free"))
+    budget_only = create_key(server, unique("headers-budget"), budget_month=10_000)
+    for key in (free, budget_only):
+        with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="fake-model", messages=USER
+            )
+            with client.chat.completions.with_streaming_response.create(
+                model="fake-model", messages=USER, stream=True
+            ) as streamed:
+                headers = [*raw.headers, *streamed.headers]
+        assert raw.status_code == streamed.status_code == 200
+        assert not [h for h in headers if h.startswith("x-ratelimit")], headers
+
+
 # -- the limiter's clock -----------------------------------------------------------------------
 
 
@@ -169,6 +251,26 @@ async def test_the_minute_slides_second_by_second() -> None:
     assert (await limiter.admit(key)).refused == "tokens"
     clock.now += 1
     assert (await limiter.admit(key)).refused is None
+
+
+async def test_decisions_carry_exact_counts_and_resets() -> None:
+    clock = Clock(1_000_000.25)
+    limiter = MemoryLimiter(clock)
+    _, key = mint(KeySpec(name="k", limits=Limits(rpm=2, tpm=40, budget_day=50)))
+    first = await limiter.admit(key)
+    assert (first.requests_used, first.requests_reset, first.tokens_reset) == (1, 59.75, 0.0)
+    limiter.settle(key, 30)
+    clock.now += 10
+    second = await limiter.admit(key)
+    assert (second.requests_used, second.tokens_used) == (2, 30)
+    assert (second.requests_reset, second.tokens_reset) == (59.75, 49.75)
+    refused = await limiter.admit(key)
+    assert refused.refused == "requests" and refused.requests_used == 2
+    assert refused.retry_after == pytest.approx(49.75)  # the first request leaves the window
+    assert refused.requests_reset == pytest.approx(59.75)  # the second one leaves it
+    limiter.settle(key, 30)
+    over = await limiter.admit(key)  # the budget refuses first, and still shows the windows
+    assert over.refused == "budget_day" and (over.requests_used, over.tokens_used) == (2, 60)
 
 
 async def test_a_daily_budget_renews_at_utc_midnight() -> None:

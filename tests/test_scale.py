@@ -85,6 +85,36 @@ async def test_requests_per_minute_are_exact_across_two_replicas(
     assert 1 <= int(limited[0].response.headers["retry-after"]) <= 60
 
 
+def test_both_replicas_count_down_the_same_requests_left(
+    replicas: tuple[PuenteProcess, PuenteProcess],
+) -> None:
+    a, b = replicas
+    key = create_key(a, unique("shared-headers"), rpm=6, tpm=1000)
+    clients = [openai.OpenAI(base_url=p.base_url, api_key=key, max_retries=0) for p in (a, b)]
+    remaining = []
+    try:
+        for i in range(6):
+            client = clients[i % 2]
+            if i % 3 == 2:
+                with client.chat.completions.with_streaming_response.create(
+                    model="fake-model", messages=USER, stream=True
+                ) as streamed:
+                    headers = streamed.headers
+            else:
+                headers = client.chat.completions.with_raw_response.create(
+                    model="fake-model", messages=USER
+                ).headers
+            remaining.append(headers["x-ratelimit-remaining-requests"])
+            assert headers["x-ratelimit-limit-tokens"] == "1000"
+        with pytest.raises(openai.RateLimitError) as refused:
+            clients[0].chat.completions.create(model="fake-model", messages=USER)
+    finally:
+        for client in clients:
+            client.close()
+    assert remaining == ["5", "4", "3", "2", "1", "0"]
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 def test_tokens_per_minute_and_budgets_are_shared(
     replicas: tuple[PuenteProcess, PuenteProcess],
 ) -> None:

@@ -11,6 +11,7 @@ A presented key is ignored while no key is needed: SDKs always send one.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -84,9 +85,11 @@ class Principal:
     def may_use(self, model: str) -> bool:
         return self.key is None or self.key.allows(model)
 
-    async def admit(self, model: str) -> None:
-        """404 for a model this key may not use, 429 over a limit; otherwise count the request."""
-        await self.access.admit(self, model)
+    async def admit(self, model: str) -> dict[str, str]:
+        """404 for a model this key may not use, 429 over a limit; otherwise count the request
+        and return the ``x-ratelimit-*`` headers its answer carries (none for a key without
+        ``rpm``/``tpm``)."""
+        return await self.access.admit(self, model)
 
 
 class Access:
@@ -173,19 +176,20 @@ class Access:
 
     # -- admission -----------------------------------------------------------------------------
 
-    async def admit(self, principal: Principal, model: str) -> None:
+    async def admit(self, principal: Principal, model: str) -> dict[str, str]:
         key = principal.key
         if key is None:
-            return
+            return _NO_HEADERS
         if not key.allows(model):
             raise ModelNotFound(f"The model '{model}' does not exist.")
         limits = key.limits
         if not (limits.rpm or limits.counts_tokens):
-            return
+            return _NO_HEADERS
         decision = await self.limiter.admit(key)
         if decision.refused is not None:
             self.metrics.limited.labels(key.name, decision.refused).inc()
             raise _refusal(key, decision)
+        return ratelimit_headers(key, decision)
 
     # -- the end of every request (a Gateway listener) -----------------------------------------
 
@@ -229,24 +233,47 @@ class Access:
                 await self.store.aclose()
 
 
-def _duration(seconds: float) -> str:
-    """OpenAI's style for ``x-ratelimit-reset-*``: ``1s``, ``6m0s``."""
-    whole = max(1, int(-(-seconds // 1)))
-    minutes, secs = divmod(whole, 60)
+def _duration(seconds: float, *, at_least: int = 1) -> str:
+    """A wait in OpenAI's (Go's) style, rounded up to whole seconds: ``1s``, ``6m0s``,
+    ``5h12m0s``."""
+    whole = max(at_least, math.ceil(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
-def _refusal(key: ApiKey, decision: Decision) -> RateLimited:
+def _reset(seconds: float) -> str:
+    """``x-ratelimit-reset-*``: ``0s`` for a window already empty."""
+    return _duration(seconds, at_least=0)
+
+
+# Shared and never mutated: the answer to every key without rpm/tpm (and to no key at all).
+_NO_HEADERS: dict[str, str] = {}
+
+
+def ratelimit_headers(key: ApiKey, decision: Decision) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers from the counts the limiter saw when it decided, so a
+    200 and a 429 show the same thing the same way, with no second look at the limiter."""
     limits = key.limits
+    if not (limits.rpm or limits.tpm):
+        return _NO_HEADERS
     headers: dict[str, str] = {}
     if limits.rpm:
         headers["x-ratelimit-limit-requests"] = str(limits.rpm)
         headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - decision.requests_used))
-        headers["x-ratelimit-reset-requests"] = _duration(decision.requests_reset)
+        headers["x-ratelimit-reset-requests"] = _reset(decision.requests_reset)
     if limits.tpm:
         headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
         headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - decision.tokens_used))
-        headers["x-ratelimit-reset-tokens"] = _duration(decision.tokens_reset)
+        headers["x-ratelimit-reset-tokens"] = _reset(decision.tokens_reset)
+    return headers
+
+
+def _refusal(key: ApiKey, decision: Decision) -> RateLimited:
+    limits = key.limits
+    headers = ratelimit_headers(key, decision)
     wait = _duration(decision.retry_after)
     name = key.name
     if decision.refused == "requests":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from server.access import periods
@@ -35,6 +35,7 @@ class Decision:
     requests_used: int = 0
     """Requests in the window, this one included when it was admitted."""
     requests_reset: float = 0.0
+    """Seconds until the window is empty again (OpenAI's "resets to its initial state")."""
     tokens_used: int = 0
     tokens_reset: float = 0.0
     budget_used: int = 0
@@ -79,6 +80,10 @@ class SlidingWindow:
         else:
             self._buckets.append([second, amount])
         self._total += amount
+
+    def reset(self, now: float) -> float:
+        """Seconds until everything in the window has left it (call after ``used``)."""
+        return self._buckets[-1][0] + WINDOW - now if self._buckets else 0.0
 
     def wait(self, limit: int, now: float) -> float:
         """Seconds until the count drops below ``limit`` (0 when it already has)."""
@@ -138,32 +143,46 @@ class MemoryLimiter:
         second = int(now)
         limits = key.limits
         state = self._state(key.name)
+        # The windows are read first so that every answer, a refusal too, shows exact counts.
+        requests, tokens = state.requests, state.tokens
+        requests_used = requests.used(second)
+        tokens_used = tokens.used(second)
         if limits.budget_day or limits.budget_month:
             state.roll(now)
             refusal = budget_refusal(key, state.day_used, state.month_used, now)
             if refusal is not None:
-                return refusal
-        tokens_used = state.tokens.used(second)
+                return replace(
+                    refusal,
+                    requests_used=requests_used,
+                    requests_reset=requests.reset(now),
+                    tokens_used=tokens_used,
+                    tokens_reset=tokens.reset(now),
+                )
         if limits.tpm and tokens_used >= limits.tpm:
             return Decision(
                 "tokens",
-                state.tokens.wait(limits.tpm, now),
-                requests_used=state.requests.used(second),
+                tokens.wait(limits.tpm, now),
+                requests_used=requests_used,
+                requests_reset=requests.reset(now),
                 tokens_used=tokens_used,
-                tokens_reset=state.tokens.wait(limits.tpm, now),
+                tokens_reset=tokens.reset(now),
             )
-        requests_used = state.requests.used(second)
         if limits.rpm and requests_used >= limits.rpm:
-            wait = state.requests.wait(limits.rpm, now)
             return Decision(
                 "requests",
-                wait,
+                requests.wait(limits.rpm, now),
                 requests_used=requests_used,
-                requests_reset=wait,
+                requests_reset=requests.reset(now),
                 tokens_used=tokens_used,
+                tokens_reset=tokens.reset(now),
             )
-        state.requests.add(second, 1)
-        return Decision(requests_used=requests_used + 1, tokens_used=tokens_used)
+        requests.add(second, 1)
+        return Decision(
+            requests_used=requests_used + 1,
+            requests_reset=second + WINDOW - now,
+            tokens_used=tokens_used,
+            tokens_reset=tokens.reset(now),
+        )
 
     def settle(self, key: ApiKey, tokens: int) -> None:
         now = self._clock()

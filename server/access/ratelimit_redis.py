@@ -24,7 +24,8 @@ log = logging.getLogger("puente.access")
 
 # KEYS: requests window, tokens window (hashes second → count), day tokens, month tokens.
 # ARGV: rpm, tpm, budget_day, budget_month (0: no limit).
-# Returns {verdict, requests used, requests reset ms, tokens used, tokens reset ms, budget used}.
+# Returns {verdict, requests used, requests reset ms, tokens used, tokens reset ms, budget used,
+# retry ms}: a reset is when the window is empty again, a retry when it is below its limit.
 _ADMIT = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -57,36 +58,47 @@ local function wait_ms(live, total, limit)
   return 0
 end
 
+-- Milliseconds until every bucket has left the window (OpenAI's "reset to initial state").
+local function reset_ms(live)
+  if #live == 0 then return 0 end
+  return math.ceil((live[#live][1] + window - now) * 1000)
+end
+
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local budget_day, budget_month = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- The windows are read first so that every answer, a refusal too, shows exact counts.
+local tokens_used, tokens_live = 0, {}
+if tpm > 0 then tokens_used, tokens_live = load(KEYS[2]) end
+local requests_used, requests_live = 0, {}
+if rpm > 0 then requests_used, requests_live = load(KEYS[1]) end
+local requests_reset, tokens_reset = reset_ms(requests_live), reset_ms(tokens_live)
 if budget_day > 0 then
   local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if used >= budget_day then return {'budget_day', 0, 0, 0, 0, used} end
+  if used >= budget_day then
+    return {'budget_day', requests_used, requests_reset, tokens_used, tokens_reset, used, 0}
+  end
 end
 if budget_month > 0 then
   local used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if used >= budget_month then return {'budget_month', 0, 0, 0, 0, used} end
-end
-local tokens_used, tokens_live = 0, {}
-if tpm > 0 then
-  tokens_used, tokens_live = load(KEYS[2])
-  if tokens_used >= tpm then
-    local wait = wait_ms(tokens_live, tokens_used, tpm)
-    return {'tokens', 0, 0, tokens_used, wait, 0}
+  if used >= budget_month then
+    return {'budget_month', requests_used, requests_reset, tokens_used, tokens_reset, used, 0}
   end
 end
-local requests_used = 0
+if tpm > 0 and tokens_used >= tpm then
+  local wait = wait_ms(tokens_live, tokens_used, tpm)
+  return {'tokens', requests_used, requests_reset, tokens_used, tokens_reset, 0, wait}
+end
 if rpm > 0 then
-  local live
-  requests_used, live = load(KEYS[1])
   if requests_used >= rpm then
-    return {'requests', requests_used, wait_ms(live, requests_used, rpm), tokens_used, 0, 0}
+    local wait = wait_ms(requests_live, requests_used, rpm)
+    return {'requests', requests_used, requests_reset, tokens_used, tokens_reset, 0, wait}
   end
   redis.call('HINCRBY', KEYS[1], sec, 1)
   redis.call('EXPIRE', KEYS[1], window + 1)
   requests_used = requests_used + 1
+  requests_reset = math.ceil((sec + window - now) * 1000)
 end
-return {'ok', requests_used, 0, tokens_used, 0, 0}
+return {'ok', requests_used, requests_reset, tokens_used, tokens_reset, 0, 0}
 """
 
 # KEYS: tokens window, day tokens, month tokens. ARGV: tokens, window, day ttl, month ttl.
@@ -147,18 +159,25 @@ class RedisLimiter:
                 "Rate limits cannot be checked right now; try again shortly.", retry_after=1
             ) from None
         verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        requests_used, requests_ms, tokens_used, tokens_ms, budget_used = map(int, reply[1:])
+        requests_used, requests_ms, tokens_used, tokens_ms, budget_used, retry_ms = map(
+            int, reply[1:]
+        )
         if verdict == "ok":
-            return Decision(requests_used=requests_used, tokens_used=tokens_used)
+            return Decision(
+                requests_used=requests_used,
+                requests_reset=requests_ms / 1000,
+                tokens_used=tokens_used,
+                tokens_reset=tokens_ms / 1000,
+            )
         refused: LimitName
         if verdict == "budget_day":
             refused, retry = "budget_day", periods.until_next_day(now)
         elif verdict == "budget_month":
             refused, retry = "budget_month", periods.until_next_month(now)
         elif verdict == "tokens":
-            refused, retry = "tokens", tokens_ms / 1000
+            refused, retry = "tokens", retry_ms / 1000
         else:
-            refused, retry = "requests", requests_ms / 1000
+            refused, retry = "requests", retry_ms / 1000
         return Decision(
             refused,
             retry,

@@ -33,10 +33,11 @@ async def chat_completions(
     try:
         chat = ChatRequest.parse(await request.body())
         record.stream = chat.stream
-        await principal.admit(chat.model)  # 404 for a model the key may not use, 429 over limits
+        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers
+        limit_headers = await principal.admit(chat.model)
         if chat.stream:
             stream = await until_disconnect(request, gateway.open_stream(chat, record))
-            return SSEResponse(stream, lambda: gateway.finish(record))
+            return SSEResponse(stream, lambda: gateway.finish(record), limit_headers)
         data = await until_disconnect(request, gateway.complete(chat, record))
     except PuenteError as error:
         record.fail(error)
@@ -47,4 +48,5 @@ async def chat_completions(
         gateway.finish(record)
         return Response(status_code=CLIENT_CLOSED)
     gateway.finish(record)
-    return JSONResponse(data, headers={"x-puente-model": model_header(record.answered_by)})
+    headers = {"x-puente-model": model_header(record.answered_by), **limit_headers}
+    return JSONResponse(data, headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -72,11 +72,22 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def _encoded(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+    if not headers:
+        return []
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 class SSEResponse(Response):
     """Relays a ``ChatStream`` as ``text/event-stream``; closes the upstream when the stream ends
     or the client leaves, whichever comes first, then calls ``on_close``."""
 
-    def __init__(self, stream: ChatStream, on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        stream: ChatStream,
+        on_close: Callable[[], None],
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
         # Headers are sent by ``_send_all``; the base class is here so frameworks treat this
         # as a finished response and pass it on unchanged.
         self.status_code = 200
@@ -84,6 +95,8 @@ class SSEResponse(Response):
         self.raw_headers = []
         self.stream = stream
         self.on_close = on_close
+        # e.g. x-ratelimit-*, computed when the request was admitted
+        self.extra_headers = extra_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.ensure_future(self._send_all(send))
@@ -119,6 +132,7 @@ class SSEResponse(Response):
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
                     (b"x-puente-model", model_header(answered).encode()),
+                    *_encoded(self.extra_headers),
                 ],
             }
         )
