@@ -5,7 +5,11 @@ is refused (the error logged, and returned to an HTTP caller) and the running co
 A good one is applied without dropping requests in flight:
 
 1. providers for new or changed model entries are built and started *before* anything changes
-   (an unchanged entry keeps its provider, so a persona edit never restarts an engine);
+   (an unchanged entry keeps its provider, so a persona edit never restarts an engine). A changed
+   launched vLLM entry whose engine would be the same (``launch`` and served name unchanged)
+   gets a provider around the running engine; one that needs a new engine waits, while the old
+   provider and engine go on serving, until the new engine is ready (``EngineNotStarted`` and
+   the old configuration kept if it fails or passes ``launch.startup_timeout``);
 2. the router and the persona table are swapped together, synchronously, so each request sees
    one whole configuration, old or new;
 3. providers only the old configuration used are closed once every request routed before the
@@ -27,6 +31,7 @@ from server.config import Config, ConfigError, load_config
 from server.errors import InvalidRequest, ServiceUnavailable
 from server.personas import Personas
 from server.providers import Provider, build_provider
+from server.providers.vllm import EngineNotReady, VLLMProvider
 from server.router import Router
 from server.runtime import Runtime
 
@@ -40,6 +45,33 @@ class ConfigRejected(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="invalid_config")
+
+
+class EngineNotStarted(ServiceUnavailable):
+    """A changed model's new engine did not become ready; the running configuration is kept."""
+
+    kind = "engine_not_ready"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="engine_not_ready")
+
+
+def _waits_for_engine(previous: Provider, provider: Provider) -> bool:
+    """Whether the swap waits for ``provider``'s new engine: yes, unless both engines want the
+    same fixed ``launch.port``, where the new one can only start once the old one is gone."""
+    if not (isinstance(provider, VLLMProvider) and provider.replaces_engine):
+        return False
+    assert provider.engine is not None
+    old_engine = previous.engine if isinstance(previous, VLLMProvider) else None
+    if provider.engine.launch.port and old_engine and old_engine.port == provider.engine.port:
+        log.warning(
+            "model %s: the new engine wants the running one's port %d, so it starts once "
+            "the old one has stopped; the model answers 503 model_loading meanwhile",
+            provider.config.name,
+            provider.engine.port,
+        )
+        return False
+    return True
 
 
 class Reloader:
@@ -64,7 +96,7 @@ class Reloader:
             except ConfigError as exc:
                 log.error("reload refused, keeping the running configuration: %s", exc)
                 raise ConfigRejected(f"Reload refused: {exc}") from None
-            providers, fresh = await self._providers_for(config)
+            providers, fresh, handovers = await self._providers_for(config)
             old = runtime.router.providers
             # Unchanged entries keep their very config object too, which keeps their state
             # keyed on it (circuit breakers, concurrency caps in server/resilience.py).
@@ -76,6 +108,8 @@ class Reloader:
             runtime.router = router
             runtime.gateway.router = router
             runtime.gateway.personas = Personas(config.personas)
+            for previous, successor in handovers:
+                successor.take_engine(previous)
             generation = runtime.gateway.generations.advance()
             kept = {id(p) for p in providers.values()}
             retired = [p for p in old.values() if id(p) not in kept]
@@ -94,21 +128,46 @@ class Reloader:
                 task.add_done_callback(self._retiring.discard)
             return config
 
-    async def _providers_for(self, config: Config) -> tuple[dict[str, Provider], list[Provider]]:
+    async def _providers_for(
+        self, config: Config
+    ) -> tuple[dict[str, Provider], list[Provider], list[tuple[VLLMProvider, VLLMProvider]]]:
         runtime = self.runtime
         running = {m.name: m for m in runtime.settings.config.models}
         old = runtime.router.providers
         providers: dict[str, Provider] = {}
         fresh: list[Provider] = []
+        handovers: list[tuple[VLLMProvider, VLLMProvider]] = []
+        # Changed models whose new engine must be ready before the swap.
+        loading: list[tuple[str, VLLMProvider]] = []
         try:
             for model in config.models:
-                if running.get(model.name) == model and model.name in old:
-                    providers[model.name] = old[model.name]
+                previous = old.get(model.name)
+                if running.get(model.name) == model and previous is not None:
+                    providers[model.name] = previous
                     continue
-                provider = build_provider(model, runtime.clients)
+                provider: Provider
+                if (
+                    isinstance(previous, VLLMProvider)
+                    and (successor := previous.successor(model, runtime.clients.aiohttp))
+                    is not None
+                ):
+                    # Same engine asked for: the new provider goes on with the running one.
+                    provider = successor
+                    handovers.append((previous, successor))
+                    log.info("model %s changed; it keeps its running engine", model.name)
+                else:
+                    provider = build_provider(model, runtime.clients)
+                    if previous is not None and _waits_for_engine(previous, provider):
+                        assert isinstance(provider, VLLMProvider)
+                        loading.append((model.name, provider))
                 fresh.append(provider)
                 providers[model.name] = provider
                 await provider.start()
+            await self._engines_ready(loading)
+        except EngineNotStarted as exc:
+            await _close_all(fresh)
+            log.error("reload refused, keeping the running configuration: %s", exc.message)
+            raise
         except Exception as exc:
             # A provider that cannot be built or started (unknown kind, engine that fails to
             # launch) refuses the whole file, like a validation error would.
@@ -118,7 +177,28 @@ class Reloader:
         except BaseException:
             await _close_all(fresh)
             raise
-        return providers, fresh
+        return providers, fresh, handovers
+
+    async def _engines_ready(self, loading: list[tuple[str, VLLMProvider]]) -> None:
+        """Wait for the new engines of changed models; until then their old providers (and
+        engines) go on serving, so clients never see ``model_loading`` because of a reload."""
+        if not loading:
+            return
+        names = ", ".join(name for name, _ in loading)
+        log.info("reload waits for the new engine of %s; the running one serves meanwhile", names)
+        results = await asyncio.gather(
+            *(p.engine_ready(lambda: self.runtime.draining) for _, p in loading),
+            return_exceptions=True,
+        )
+        for (name, _), result in zip(loading, results, strict=True):
+            if isinstance(result, EngineNotReady):
+                raise EngineNotStarted(
+                    f"Reload refused: the new engine for model '{name}' did not become ready "
+                    f"({result}); the running configuration is kept."
+                )
+            if isinstance(result, BaseException):
+                raise result
+        log.info("new engine(s) ready for %s", names)
 
     async def _retire(self, providers: list[Provider], generation: int) -> None:
         waiting = self.runtime.gateway.generations.in_flight_before(generation)
@@ -148,7 +228,7 @@ class Reloader:
     async def _reload_logged(self) -> None:
         try:
             await self.reload()
-        except ConfigRejected:
+        except (ConfigRejected, EngineNotStarted):
             pass  # logged with its reason where it was refused
         except ServiceUnavailable as exc:
             log.warning("SIGHUP ignored: %s", exc.message)

@@ -11,13 +11,14 @@ connections but answers ``/health`` with 503, and is taken out before a client m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
 
 from server.balancer import Endpoint
-from server.config import ModelConfig
+from server.config import LaunchConfig, ModelConfig
 from server.engine.supervisor import Engine
 from server.errors import (
     InvalidRequest,
@@ -31,18 +32,78 @@ from server.providers.openai_compatible import PROBE_INTERVAL, OpenAICompatibleP
 
 # What a client is told to wait while an engine loads or restarts.
 LOADING_RETRY_AFTER = 10.0
+# How often a reload looks whether the engine it started is ready.
+ENGINE_READY_POLL = 0.5
+
+
+class EngineNotReady(Exception):
+    """A reload's new engine did not become ready; the message says why."""
+
+
+def engine_spec(config: ModelConfig) -> tuple[LaunchConfig, str] | None:
+    """What a launched engine is started from: two entries equal here can share one engine."""
+    if config.provider != "vllm" or config.launch is None:
+        return None
+    return config.launch, config.upstream_name(config.name)
 
 
 class VLLMProvider(OpenAICompatibleProvider):
     kind = "vllm"
 
-    def __init__(self, config: ModelConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: ModelConfig, session: aiohttp.ClientSession, *, engine: Engine | None = None
+    ) -> None:
         self.engine: Engine | None = None
+        # Whether ``aclose`` stops the engine: false for a provider built by a reload around the
+        # engine of the provider it replaces, until ``take_engine`` hands it over at the swap.
+        self._owns_engine = True
         if config.launch is not None:
-            self.engine = Engine(config.name, config.upstream_name(config.name), config.launch)
+            if engine is not None:
+                self.engine, self._owns_engine = engine, False
+            else:
+                self.engine = Engine(config.name, config.upstream_name(config.name), config.launch)
             config = config.model_copy(update={"endpoints": [self.engine.base_url]})
         super().__init__(config, session)
         self._checker: asyncio.Task[None] | None = None
+
+    # -- reloads (server/reloader.py) ---------------------------------------------------------
+
+    def successor(self, config: ModelConfig, session: aiohttp.ClientSession) -> VLLMProvider | None:
+        """A provider for the changed entry ``config`` around this one's running engine, when
+        the engine it asks for is the same one (only e.g. ``description`` or ``retries``
+        changed); None when a new engine must start."""
+        if self.engine is None or engine_spec(config) != engine_spec(self.config):
+            return None
+        return VLLMProvider(config, session, engine=self.engine)
+
+    def take_engine(self, previous: VLLMProvider) -> None:
+        """At the swap: this provider stops the shared engine from now on, ``previous`` (still
+        finishing its requests) no longer does."""
+        assert self.engine is not None
+        assert self.engine is previous.engine
+        previous._owns_engine, self._owns_engine = False, True
+
+    @property
+    def replaces_engine(self) -> bool:
+        """A launched engine of its own, started by ``start``."""
+        return self.engine is not None and self._owns_engine
+
+    async def engine_ready(self, draining: Callable[[], bool]) -> None:
+        """Until the launched engine answers its health check. Raises ``EngineNotReady`` if it
+        fails (exits, cannot start) or is not ready within ``launch.startup_timeout``, or when
+        Puente starts shutting down meanwhile (``draining``)."""
+        engine = self.engine
+        assert engine is not None
+        deadline = time.monotonic() + engine.launch.startup_timeout
+        while engine.state != "ready":
+            if engine.state == "down":
+                raise EngineNotReady(engine.detail or "the engine stopped")
+            if draining():
+                raise EngineNotReady("Puente is shutting down")
+            if time.monotonic() > deadline:
+                timeout = engine.launch.startup_timeout
+                raise EngineNotReady(f"not ready after {timeout:.0f} s (launch.startup_timeout)")
+            await asyncio.sleep(ENGINE_READY_POLL)
 
     @property
     def state(self) -> str:
@@ -50,7 +111,8 @@ class VLLMProvider(OpenAICompatibleProvider):
 
     async def start(self) -> None:
         if self.engine is not None:
-            self.engine.start()
+            if self._owns_engine:
+                self.engine.start()
         else:
             name = f"health checks {self.config.name}"
             self._checker = asyncio.create_task(self._check_replicas(), name=name)
@@ -62,7 +124,7 @@ class VLLMProvider(OpenAICompatibleProvider):
             await asyncio.gather(self._checker, return_exceptions=True)
             self._checker = None
         await super().aclose()
-        if self.engine is not None:
+        if self.engine is not None and self._owns_engine:
             await self.engine.stop()
 
     async def _check_replicas(self) -> None:
