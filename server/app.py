@@ -15,18 +15,18 @@ from starlette.responses import Response
 
 from server.access import start_access, stop_access
 from server.api import admin, chat, health, models
-from server.api.responses import error_response
+from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError
-from server.gateway import Gateway
-from server.metrics import Metrics
-from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from server.personas import Personas
+from server.lifecycle.reloader import Reloader
+from server.lifecycle.runtime import Runtime
+from server.observability.metrics import Metrics
+from server.personas.persona import Personas
+from server.pipeline.catalog import Router
+from server.pipeline.pipeline import Gateway
 from server.providers import Clients, Provider, build_provider
 from server.providers.cloud import CloudClients
-from server.reloader import Reloader
-from server.router import Router
-from server.runtime import Runtime
 
 log = logging.getLogger("puente")
 

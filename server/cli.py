@@ -24,10 +24,10 @@ def _config_path(args: argparse.Namespace) -> Path:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server import drain
     from server.access import StartRefused, check_start
     from server.app import create_app
-    from server.logs import configure_logging
+    from server.lifecycle import drain
+    from server.observability.logs import configure_logging
 
     settings = Settings.from_file(_config_path(args), host=args.host, port=args.port)
     configure_logging(args.log_level)
@@ -49,7 +49,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     server = settings.config.server
     drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
-    # SIGTERM: /ready turns 503, then the listener closes and requests drain (server/drain.py).
+    # SIGTERM: /ready turns 503, then the listener closes and requests drain
+    # (server/lifecycle/drain.py).
     drain.run(config.app, config, drain_timeout=drain_timeout, drain_delay=server.drain_delay)
     return 0
 

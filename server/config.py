@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from server.personas import PersonaConfig, check_targets
+from server.personas.config import PersonaConfig, check_targets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -108,8 +108,8 @@ class ModelConfig(_Strict):
     4096 when unset)."""
     system_role: Literal["system", "fold"] = "system"
     """``fold``: the model's chat template has no system role (Gemma 2), so system text is put
-    into the user's turn instead (``server/system_role.py``)."""
-    # Resilience (``server/resilience.py``, README "Resilience").
+    into the user's turn instead (``server/pipeline/system_role.py``)."""
+    # Resilience (``server/resilience/chain.py``, README "Resilience").
     retries: Annotated[int, Field(ge=0)] = 2
     """Further attempts after a retryable failure (connection, timeout, 429, 5xx, 529)."""
     backoff: Backoff = Field(default_factory=Backoff)
@@ -216,7 +216,7 @@ class Config(_Strict):
     data_dir: str | None = None
     """Where the SQLite file lives; unset: ``$PUENTE_DATA_DIR``, else beside the config file."""
     personas: list[PersonaConfig] = Field(default_factory=list)
-    """Named experts on top of the models (``server/personas.py``); reloaded with SIGHUP."""
+    """Named experts on top of the models (``server/personas/persona.py``); reloaded with SIGHUP."""
 
     @field_validator("database_url", "redis_url", "data_dir", mode="before")
     @classmethod

@@ -63,7 +63,7 @@ class PuenteError(Exception):
     def retryable(self) -> bool:
         """Whether the same request may succeed if tried again (later, elsewhere, or on a
         fallback model): upstream outages and overloads are, the client's own mistakes are not.
-        ``server/resilience.py`` retries and falls back on this alone, for every provider."""
+        ``server/resilience/chain.py`` retries and falls back on this alone, for every provider."""
         return False
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from starlette.routing import Match
 
 from server.app import create_app
 from server.config import Config, ConfigError, Settings, load_config, parse_config
-from server.metrics import Metrics
+from server.observability.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("gpu", "cpu", "scale", "scale-cpu")

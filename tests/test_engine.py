@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from server.engine import process_group
-from server.personas import DEFAULT_MARKER
+from server.personas.config import DEFAULT_MARKER
 from tests.cloud_fixtures import WEATHER_TOOL
 from tests.engine_support import (
     ENGINE_READY_TIMEOUT,

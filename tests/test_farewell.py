@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from server.farewell import FarewellDetector, replace_in_stream
-from server.protocol import StreamChunk
+from server.personas.farewell import FarewellDetector, replace_in_stream
+from server.pipeline.request import StreamChunk
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.persona_setup import (
     FAREWELL,

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from server.config import ConfigError, parse_config
-from server.personas import DEFAULT_MARKER
+from server.personas.config import DEFAULT_MARKER
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.persona_setup import MATH_RULES, MATH_SYSTEM, persona_config
 from tests.support import PuenteProcess

@@ -11,11 +11,11 @@ from email.utils import format_datetime
 
 import pytest
 
-from server.breaker import BreakerState, CircuitBreaker
 from server.config import ConfigError, ModelConfig, parse_config
 from server.errors import RateLimited, UpstreamStatusError
-from server.limiter import ConcurrencyLimiter
-from server.resilience import Backoff, is_context_length, retry_after
+from server.resilience.breaker import BreakerState, CircuitBreaker
+from server.resilience.chain import Backoff, is_context_length, retry_after
+from server.resilience.concurrency import ConcurrencyLimiter
 
 
 class Clock:

@@ -27,7 +27,7 @@ from server.access.storage import StorageError, Store, UsageRow
 from server.access.usage import UsageRecorder
 from server.config import AuthMode
 from server.errors import ModelNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from server.gateway import RequestRecord
+from server.pipeline.pipeline import RequestRecord
 
 log = logging.getLogger("puente.access")
 

@@ -19,7 +19,7 @@ from server.access.ratelimit_redis import RedisLimiter
 from server.access.storage import StorageError, Store, database_url, open_store
 from server.access.usage import UsageRecorder
 from server.config import Settings
-from server.runtime import Runtime
+from server.lifecycle.runtime import Runtime
 
 log = logging.getLogger("puente.access")
 

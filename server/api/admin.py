@@ -22,9 +22,9 @@ from server.access.auth import Access
 from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
 from server.access.periods import day_range
 from server.access.storage import KeyNameTaken, StorageError
-from server.api.responses import JSONResponse
+from server.api.wire import JSONResponse
 from server.errors import InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
-from server.reloader import Reloader
+from server.lifecycle.reloader import Reloader
 
 log = logging.getLogger("puente.access")
 

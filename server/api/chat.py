@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.access import PrincipalDep
-from server.api.responses import (
+from server.api.wire import (
     CLIENT_CLOSED,
     ClientDisconnected,
     JSONResponse,
@@ -16,10 +16,10 @@ from server.api.responses import (
     until_disconnect,
 )
 from server.errors import PuenteError
-from server.gateway import RequestRecord
-from server.protocol import ChatRequest
-from server.request_context import request_id
-from server.runtime import RuntimeDep
+from server.lifecycle.runtime import RuntimeDep
+from server.observability.request_context import request_id
+from server.pipeline.pipeline import RequestRecord
+from server.pipeline.request import ChatRequest
 
 router = APIRouter()
 

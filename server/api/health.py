@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from server.api.responses import JSONResponse
+from server.api.wire import JSONResponse
+from server.lifecycle.runtime import RuntimeDep
 from server.providers import Health
-from server.runtime import RuntimeDep
 
 router = APIRouter()
 

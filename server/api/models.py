@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.access import PrincipalDep
-from server.api.responses import JSONResponse
+from server.api.wire import JSONResponse
 from server.config import ModelConfig
 from server.errors import ModelNotFound
-from server.personas import persona_cards
+from server.lifecycle.runtime import Runtime, RuntimeDep
+from server.personas.persona import Personas
+from server.pipeline.catalog import Router
 from server.providers import Provider
 from server.providers.vllm import VLLMProvider
-from server.runtime import Runtime, RuntimeDep
 
 router = APIRouter()
 
@@ -36,6 +37,18 @@ def model_card(
 
 def _state(provider: Provider) -> str | None:
     return provider.state if isinstance(provider, VLLMProvider) and provider.engine else None
+
+
+def persona_cards(personas: Personas, router: Router, created: int) -> list[dict[str, Any]]:
+    """Entries for the personas whose model can serve now."""
+    cards = []
+    for persona in personas:
+        try:
+            router.resolve(persona.model)
+        except ModelNotFound:
+            continue  # its model is disabled (a missing key): so is the persona
+        cards.append(persona.card(created))
+    return cards
 
 
 def _cards(runtime: Runtime) -> list[dict[str, Any]]:

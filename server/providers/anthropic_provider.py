@@ -10,7 +10,7 @@ import anthropic
 import httpx2
 
 from server.config import ModelConfig
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.anthropic_translate import StreamTranslator, build_params, to_completion
 from server.providers.cloud import CloudClients, sdk_timeout
 from server.providers.sdk_base import SDKProvider

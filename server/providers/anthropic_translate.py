@@ -23,7 +23,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 
 from server.config import ModelConfig
 from server.errors import UpstreamProtocolError
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers import chat_params as p
 from server.providers import chat_shapes as shapes
 from server.providers.images import parse_data_url

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from server.errors import InvalidRequest
-from server.protocol import JSON
+from server.pipeline.request import JSON
 
 
 def unsupported(param: str, message: str) -> InvalidRequest:

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from server.protocol import JSON, StreamChunk
+from server.pipeline.request import JSON, StreamChunk
 
 
 def call_id() -> str:

@@ -12,7 +12,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from server.config import ModelConfig
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.cloud import CloudClients
 from server.providers.gemini_translate import StreamTranslator, build_request, to_completion
 from server.providers.sdk_base import SDKProvider

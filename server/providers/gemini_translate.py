@@ -25,7 +25,7 @@ import orjson
 from google.genai import types
 
 from server.errors import UpstreamProtocolError
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers import chat_params as p
 from server.providers import chat_shapes as shapes
 from server.providers.images import Image, ImageFetcher, parse_data_url

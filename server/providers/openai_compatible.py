@@ -17,8 +17,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from server.balancer import Balancer, Endpoint
-from server.breaker import CircuitBreaker
 from server.config import ModelConfig
 from server.errors import (
     PuenteError,
@@ -27,9 +25,11 @@ from server.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.observability.request_context import request_id
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.providers.balancer import Balancer, Endpoint
 from server.providers.base import Health
-from server.request_context import request_id
+from server.resilience.breaker import CircuitBreaker
 
 log = logging.getLogger("puente.upstream")
 

@@ -18,7 +18,7 @@ import httpx2
 import openai
 
 from server.config import ModelConfig
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.cloud import CloudClients, sdk_timeout
 from server.providers.sdk_base import SDKProvider
 from server.providers.vendor_errors import OPENAI

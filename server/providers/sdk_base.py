@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from server.config import ModelConfig
 from server.errors import PuenteError, UpstreamTimeout
-from server.protocol import StreamChunk
+from server.pipeline.request import StreamChunk
 from server.providers.base import Health
 from server.providers.vendor_errors import ErrorContext, Translate, translate
 

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
 
-from server.balancer import Endpoint
 from server.config import LaunchConfig, ModelConfig
 from server.engine.supervisor import Engine
 from server.errors import (
@@ -26,7 +25,8 @@ from server.errors import (
     UpstreamConnectionError,
     UpstreamStatusError,
 )
-from server.protocol import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.providers.balancer import Endpoint
 from server.providers.base import Health
 from server.providers.openai_compatible import PROBE_INTERVAL, OpenAICompatibleProvider
 
@@ -66,7 +66,7 @@ class VLLMProvider(OpenAICompatibleProvider):
         super().__init__(config, session)
         self._checker: asyncio.Task[None] | None = None
 
-    # -- reloads (server/reloader.py) ---------------------------------------------------------
+    # -- reloads (server/lifecycle/reloader.py) ---------------------------------------------
 
     def successor(self, config: ModelConfig, session: aiohttp.ClientSession) -> VLLMProvider | None:
         """A provider for the changed entry ``config`` around this one's running engine, when

@@ -3,8 +3,8 @@
 An endpoint that refuses a connection is marked down at once and skipped; the provider's
 prober brings it back when its health check answers again. An endpoint that answers but keeps
 failing (5xx, 429, timeouts, resets) opens its circuit breaker and is skipped for a cooldown,
-then gets one probe request (``server/breaker.py``). When no endpoint is left the least-loaded
-one is tried anyway, so a recovered upstream is found by the next request too.
+then gets one probe request (``server/resilience/breaker.py``). When no endpoint is left the
+least-loaded one is tried anyway, so a recovered upstream is found by the next request too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from server.breaker import BreakerState, CircuitBreaker
+from server.resilience.breaker import BreakerState, CircuitBreaker
 
 
 @dataclass(slots=True)

@@ -72,7 +72,7 @@ class Metrics:
             ["persona"],
             registry=r,
         )
-        # Resilience (server/resilience.py); breaker states and queue depths are read at scrape.
+        # Resilience (server/resilience/); breaker states and queue depths are read at scrape.
         self.retries = Counter(
             "puente_retries_total",
             "Upstream attempts retried after a retryable failure, by public model.",

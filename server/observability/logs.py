@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from server.request_context import RequestIdFilter
+from server.observability.request_context import RequestIdFilter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 

@@ -29,11 +29,11 @@ import signal
 
 from server.config import Config, ConfigError, load_config
 from server.errors import InvalidRequest, ServiceUnavailable
-from server.personas import Personas
+from server.lifecycle.runtime import Runtime
+from server.personas.persona import Personas
+from server.pipeline.catalog import Router
 from server.providers import Provider, build_provider
 from server.providers.vllm import EngineNotReady, VLLMProvider
-from server.router import Router
-from server.runtime import Runtime
 
 log = logging.getLogger("puente.reload")
 
@@ -99,7 +99,7 @@ class Reloader:
             providers, fresh, handovers = await self._providers_for(config)
             old = runtime.router.providers
             # Unchanged entries keep their very config object too, which keeps their state
-            # keyed on it (circuit breakers, concurrency caps in server/resilience.py).
+            # keyed on it (circuit breakers, concurrency caps in server/resilience/chain.py).
             running = {m.name: m for m in runtime.router.available()}
             models = [running[m.name] if running.get(m.name) == m else m for m in config.models]
             router = Router(models, providers)

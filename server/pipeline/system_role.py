@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.protocol import JSON, ChatRequest
+from server.pipeline.request import JSON, ChatRequest
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from server.config import Settings
-from server.gateway import Gateway
-from server.metrics import Metrics
+from server.observability.metrics import Metrics
+from server.pipeline.catalog import Router
+from server.pipeline.pipeline import Gateway
 from server.providers import Clients
-from server.router import Router
 
 
 @dataclass(slots=True)

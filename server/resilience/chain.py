@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.balancer import Balancer
-from server.breaker import CircuitBreaker
 from server.config import ModelConfig
 from server.errors import ModelNotFound, PuenteError, RateLimited, ServiceUnavailable
-from server.limiter import ConcurrencyLimiter, Lease
-from server.metrics import Metrics
-from server.protocol import ChatRequest
-from server.router import Route, Router
+from server.observability.metrics import Metrics
+from server.pipeline.catalog import Route, Router
+from server.pipeline.request import ChatRequest
+from server.providers.balancer import Balancer
+from server.resilience.breaker import CircuitBreaker
+from server.resilience.concurrency import ConcurrencyLimiter, Lease
 
 if TYPE_CHECKING:
-    from server.gateway import RequestRecord
+    from server.pipeline.pipeline import RequestRecord
 
 log = logging.getLogger("puente.resilience")
 

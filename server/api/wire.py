@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.errors import PuenteError, ServiceUnavailable
-from server.gateway import SSE_DONE, ChatStream
+from server.pipeline.pipeline import SSE_DONE, ChatStream
 
 log = logging.getLogger("puente.http")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.protocol import JSON, StreamChunk
+from server.pipeline.request import JSON, StreamChunk
 
 OnFarewell = Callable[[], None]
 

@@ -4,10 +4,11 @@
     open ──(``cooldown`` seconds)──▶ half-open: one probe request is let through
     half-open ──probe succeeds──▶ closed      half-open ──probe fails──▶ open again
 
-One guards each model (a vendor deployment, in ``server/resilience.py``) and one each endpoint of
-an OpenAI-compatible model (``server/balancer.py``). An open breaker does not refuse on its own:
-its owner skips it while there is somewhere else to go, so a dead replica or deployment costs
-one failure rather than one per request, and is still tried when it is the only way left.
+One guards each model (a vendor deployment, in ``server/resilience/chain.py``) and one each
+endpoint of an OpenAI-compatible model (``server/providers/balancer.py``). An open breaker does not
+refuse on its own: its owner skips it while there is somewhere else to go, so a dead replica or
+deployment costs one failure rather than one per request, and is still tried when it is the only
+way left.
 """
 
 from __future__ import annotations

@@ -16,17 +16,17 @@ from typing import Any, TypeVar
 
 import orjson
 
-from server.drain import Drain
 from server.errors import PuenteError
-from server.farewell import replace_in_completion, replace_in_stream
-from server.generations import Generations
-from server.limiter import Lease
-from server.metrics import Metrics
-from server.personas import Persona, Personas
-from server.protocol import JSON, ChatRequest, StreamChunk
-from server.resilience import Resilience, Served
-from server.router import Route, Router
-from server.system_role import shape_for_model
+from server.lifecycle.drain import Drain
+from server.lifecycle.generations import Generations
+from server.observability.metrics import Metrics
+from server.personas.farewell import replace_in_completion, replace_in_stream
+from server.personas.persona import Persona, Personas
+from server.pipeline.catalog import Route, Router
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.system_role import shape_for_model
+from server.resilience.chain import Resilience, Served
+from server.resilience.concurrency import Lease
 
 log = logging.getLogger("puente.request")
 
@@ -77,10 +77,10 @@ class Gateway:
         self.router = router
         self.metrics = metrics
         self.personas = personas or Personas()
-        # Swapped with ``router`` on reload (``server/reloader.py``), which waits on these.
+        # Swapped with ``router`` on reload (server/lifecycle/reloader.py), which waits on these.
         self.generations = Generations()
         self.listeners: list[Listener] = []
-        # Retries, fallbacks, breakers and caps (server/resilience.py); shutdown (server/drain.py).
+        # Retries, fallbacks, breakers and caps (server/resilience/); shutdown (lifecycle/drain.py).
         self.resilience = Resilience(metrics, lambda: self.router)
         self.drain = Drain()
 

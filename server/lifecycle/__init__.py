@@ -1,0 +1,7 @@
+"""What lives as long as the app: its typed state, reloads, generations and graceful drain.
+
+runtime.py      the app's state, built in the lifespan
+generations.py  requests in flight per configuration generation
+reloader.py     SIGHUP / ``POST /admin/reload``
+drain.py        SIGTERM: drain, then cut off cleanly
+"""
