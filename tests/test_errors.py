@@ -222,6 +222,23 @@ def test_unknown_route_and_method_are_enveloped(puente: PuenteProcess) -> None:
     error_envelope(response)
 
 
-def test_server_keeps_serving_after_failures(client: openai.OpenAI) -> None:
+def test_server_keeps_serving_after_failures(puente: PuenteProcess, client: openai.OpenAI) -> None:
+    # Failures of every kind first (a bad body, a dead upstream, an upstream error, a broken
+    # stream), then an ordinary request on the same server.
+    assert _post(puente, b"{not json").status_code == 400
+    with pytest.raises(openai.APIError):
+        client.chat.completions.create(model="refused", messages=MESSAGES)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="fake-model", messages=MESSAGES, extra_body={"fake": {"status": 500}}
+        )
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(
+            model="fake-model",
+            messages=MESSAGES,
+            stream=True,
+            extra_body={"fake": {"fail_after": 1}},
+        ):
+            pass
     answer = client.chat.completions.create(model="fake-model", messages=MESSAGES)
     assert answer.choices[0].message.content == "Hello! You said: hello"

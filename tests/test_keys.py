@@ -243,7 +243,7 @@ def test_keys_never_reach_logs_error_bodies_or_the_upstream(
     assert all(
         secret not in str(headers) and ADMIN not in str(headers) for headers in fake.state.headers
     )
-    logs = server.observability.logs()
+    logs = server.logs()
     assert "chat model=" in logs  # the log is where it should be, and has the requests
     for known in [*SECRETS, ADMIN]:
         assert known not in logs

@@ -248,10 +248,16 @@ def test_fold_applies_to_clients_too(sdk: openai.OpenAI, fake: FakeOpenAI) -> No
     ]
 
 
-def test_metrics_label_the_persona(server: PuenteProcess, sdk: openai.OpenAI) -> None:
-    sdk.chat.completions.create(model="sordo", messages=[USER])
+def _persona_requests(server: PuenteProcess) -> float:
     text = httpx.get(server.url + "/metrics").text
-    assert 'puente_requests_total{model="sordo",provider="openai_compatible",status="200"}' in text
+    line = 'puente_requests_total{model="sordo",provider="openai_compatible",status="200"} '
+    return sum(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_metrics_label_the_persona(server: PuenteProcess, sdk: openai.OpenAI) -> None:
+    before = _persona_requests(server)
+    sdk.chat.completions.create(model="sordo", messages=[USER])
+    assert _persona_requests(server) == before + 1
 
 
 # -- the configuration -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from server.access.ratelimit_redis import RedisLimiter
 from server.access.storage import StorageError, Store, database_url, open_store
 from server.access.usage import UsageRecorder
 from server.config import Settings
-from server.lifecycle.runtime import Runtime
+from server.observability.metrics import Metrics
 
 log = logging.getLogger("puente.access")
 
@@ -110,9 +110,9 @@ async def _limiter(settings: Settings, store: Store) -> Limiter:
     return limiter
 
 
-async def start_access(runtime: Runtime) -> Access:
-    """Open the store, build the limiter and the usage writer, and listen to every request."""
-    settings = runtime.settings
+async def start_access(settings: Settings, metrics: Metrics) -> Access:
+    """Open the store, build the limiter and start the usage writer. The caller makes
+    ``Access.on_request_end`` hear every request's end."""
     admin = admin_hash()
     store = await open_migrated(settings)
     try:
@@ -120,25 +120,16 @@ async def start_access(runtime: Runtime) -> Access:
     except Exception:
         await store.aclose()
         raise
-    metrics = AccessMetrics(runtime.metrics.registry)
-    recorder = UsageRecorder(store, metrics)
+    access_metrics = AccessMetrics(metrics.registry)
+    recorder = UsageRecorder(store, access_metrics)
     access = Access(
         mode=settings.config.auth,
         store=store,
         limiter=limiter,
         recorder=recorder,
-        metrics=metrics,
+        metrics=access_metrics,
         admin_hash=admin,
         loopback=is_loopback(settings.host),
     )
     recorder.start()
-    runtime.gateway.listeners.append(access.on_request_end)
-    runtime.extensions["access"] = access
     return access
-
-
-async def stop_access(runtime: Runtime) -> None:
-    """Write the usage rows still pending (after the server stopped taking requests)."""
-    access = runtime.extensions.pop("access", None)
-    if isinstance(access, Access):
-        await access.aclose()

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from server.api.deps import RuntimeDep
 from server.api.wire import JSONResponse
-from server.lifecycle.runtime import RuntimeDep
 from server.providers import Health
 
 router = APIRouter()
@@ -25,9 +25,10 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     if runtime.draining:
         # SIGTERM: at once and without probing upstreams, so load balancers stop sending here.
         return JSONResponse({"status": "not_ready", "detail": "shutting down"}, status_code=503)
-    timeout = runtime.settings.config.server.ready_timeout
-    models = runtime.router.available()
-    providers = runtime.router.providers
+    snapshot = runtime.pipeline.snapshot
+    timeout = snapshot.config.server.ready_timeout
+    models = snapshot.catalog.available()
+    providers = snapshot.catalog.providers
 
     async def check(name: str) -> Health:
         try:
@@ -41,7 +42,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
             "state": h.state,
             **({"detail": h.detail} if h.detail else {}),
             **({"endpoints": h.endpoints} if h.endpoints else {}),
-            **runtime.gateway.resilience.report(m),  # breaker state, concurrency
+            **runtime.pipeline.resilience.report(m),  # breaker state, concurrency
         }
         for m, h in zip(models, results, strict=True)
     }
