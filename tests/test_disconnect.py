@@ -9,10 +9,10 @@ import time
 import orjson
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess
+from tests.inprocess import InProcessPuente
 
 
-def _send_and_leave(puente: PuenteProcess, body: dict[str, object], wait: float) -> None:
+def _send_and_leave(puente: InProcessPuente, body: dict[str, object], wait: float) -> None:
     """Send a raw HTTP request, read a little, then drop the connection."""
     payload = orjson.dumps(body)
     with socket.create_connection(("127.0.0.1", puente.port)) as sock:
@@ -41,7 +41,7 @@ def _wait_closed(fake: FakeOpenAI, timeout: float = 3.0) -> float:
 
 
 def test_streaming_client_leaving_closes_the_upstream(
-    puente: PuenteProcess, fake: FakeOpenAI
+    puente: InProcessPuente, fake: FakeOpenAI
 ) -> None:
     body = {
         "model": "fake-model",
@@ -57,7 +57,7 @@ def test_streaming_client_leaving_closes_the_upstream(
 
 
 def test_non_streaming_client_leaving_closes_the_upstream(
-    puente: PuenteProcess, fake: FakeOpenAI
+    puente: InProcessPuente, fake: FakeOpenAI
 ) -> None:
     body = {
         "model": "fake-model",

@@ -15,6 +15,7 @@ import pytest
 from server.personas.farewell import FarewellDetector, replace_in_stream
 from server.pipeline.request import StreamChunk
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.persona_setup import (
     FAREWELL,
     MARKER,
@@ -22,7 +23,6 @@ from tests.persona_setup import (
     SPACED_MARKER,
     persona_config,
 )
-from tests.support import PuenteProcess
 
 USER: Any = [{"role": "user", "content": "¿Quién ganó el mundial de 1970?"}]
 
@@ -131,14 +131,14 @@ async def test_stream_keeps_choices_apart() -> None:
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("farewell")
-    with PuenteProcess(persona_config(fake_upstream), workdir) as proc:
+    with InProcessPuente(persona_config(fake_upstream), workdir) as proc:
         yield proc
 
 
 @pytest.fixture
-def sdk(server: PuenteProcess, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+def sdk(server: InProcessPuente, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
         yield client
 
@@ -160,7 +160,7 @@ def _text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def _farewells(server: PuenteProcess, persona: str) -> float:
+def _farewells(server: InProcessPuente, persona: str) -> float:
     text = httpx.get(server.url + "/metrics").text
     found = re.search(
         rf'^puente_persona_farewells_total\{{persona="{persona}"\}} (\S+)$', text, re.M
@@ -233,7 +233,7 @@ def test_marker_from_a_plain_model_is_not_touched(sdk: openai.OpenAI) -> None:
     assert _ask(sdk, MARKER, model="fake-model").choices[0].message.content == MARKER
 
 
-def test_farewells_are_counted_per_persona(server: PuenteProcess, sdk: openai.OpenAI) -> None:
+def test_farewells_are_counted_per_persona(server: InProcessPuente, sdk: openai.OpenAI) -> None:
     before = _farewells(server, "matematicas")
     _ask(sdk, MARKER)
     _stream(sdk, MARKER)
