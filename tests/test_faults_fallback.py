@@ -14,6 +14,7 @@ import pytest
 
 from server.config import ConfigError, parse_config
 from tests.fakes.faults import FaultyOpenAI
+from tests.fault_fixtures import ADMIN_KEY
 from tests.resilience_support import contents, metric, settled, sse_events
 from tests.support import PuenteProcess
 
@@ -33,7 +34,8 @@ def _post(
 
 
 def _ready(puente: PuenteProcess) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(puente.url + "/ready", timeout=10).json()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}  # endpoint detail is the admin's
+    body: dict[str, Any] = httpx.get(puente.url + "/ready", headers=admin, timeout=10).json()
     return body
 
 
