@@ -23,7 +23,7 @@ import pytest
 from tests.access_support import ADMIN, admin_headers, create_key, eventually, unique
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.persona_setup import MATH_SYSTEM, persona_config
-from tests.support import PuenteProcess
+from tests.support import PuenteProcess, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -61,6 +61,16 @@ def console_config(fake: FakeOpenAI) -> dict[str, Any]:
             "base_url": fake.base_url,
             "model": "fake-model",
             "description": "the fake under another name",
+        }
+    )
+    # Nothing listens there: every request falls back to fake-model, and /ready says it is down.
+    config["models"].append(
+        {
+            "name": "flaky",
+            "provider": "openai_compatible",
+            "base_url": f"http://127.0.0.1:{free_port()}/v1",
+            "retries": 0,
+            "fallbacks": ["fake-model"],
         }
     )
     return config
@@ -252,6 +262,16 @@ def test_a_persona_answers_with_its_server_side_instructions(
     assert sent["messages"][0]["content"].startswith(MATH_SYSTEM)
 
 
+def test_a_fallback_is_shown_with_the_model_that_answered(console: Console, user_key: str) -> None:
+    console.login(user_key)
+    console.choose("flaky")
+    console.send("anyone there?")
+    answer = console.wait_answered()
+    expect(answer.locator(".content")).to_have_text("Hello! You said: anyone there?")
+    expect(answer.locator("[data-stat=model]")).to_have_text("answered by fake-model")
+    expect(answer.locator("[data-stat=fallback]")).to_have_text("fallback")
+
+
 def test_edit_puts_a_message_back_and_drops_what_followed(
     console: Console, user_key: str, fake: FakeOpenAI
 ) -> None:
@@ -404,8 +424,11 @@ def test_admin_creates_a_key_sees_its_usage_and_revokes_it(
         admin.page.click("#nav a[data-view=playground]")
         expect(admin.page.locator("#pg-refused")).to_contain_text("Incorrect API key provided.")
         admin.page.click("#nav a[data-view=admin]")
-        expect(admin.page.locator("#models-table tr[data-model='fake-model']")).to_contain_text(
-            "ready"
+        models = admin.page.locator("#models-table")
+        expect(models.locator("tr[data-model='fake-model'] td").nth(1)).to_have_text("ready")
+        expect(models.locator("tr[data-model='flaky'] td").nth(1)).to_have_text("down")
+        expect(admin.page.locator("#models-overall")).to_have_text(
+            "Not ready: at least one model is down or loading."
         )
 
         name = unique("class")
@@ -513,6 +536,26 @@ def test_spanish_and_english_both_render(
         spanish.close()
 
 
+def test_every_control_has_a_label_and_the_keyboard_logs_in(
+    console: Console, user_key: str
+) -> None:
+    page = console.page
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea")]
+            .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+            .map((el) => el.id)"""
+    )
+    assert unlabelled == []
+    page.focus("#login-key")
+    page.keyboard.type(user_key)
+    page.keyboard.press("Tab")
+    expect(page.locator("#login-remember")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.locator("#login-submit")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#view-playground")).to_be_visible()
+
+
 def test_the_playground_fits_a_phone(
     browser: Browser, server: PuenteProcess, user_key: str, shots: Path
 ) -> None:
@@ -520,8 +563,13 @@ def test_the_playground_fits_a_phone(
     try:
         phone.page.set_viewport_size({"width": 390, "height": 844})
         phone.login(user_key)
-        phone.send("```\nprint('a long line of code that must scroll inside its own box')\n```")
-        phone.wait_answered()
+        line = "print('a long line of code that scrolls inside its own box, not the page')"
+        reply = f"Run this:\n\n```python\n{line}\n```\n\nThat **prints** it."
+        phone.page.fill("#pg-extra", json.dumps({"fake": {"reply": reply}}))
+        phone.send("code please")
+        content = phone.wait_answered().locator(".content")
+        expect(content.locator("pre code[data-lang=python]")).to_have_text(line)
+        expect(content.locator("p")).to_have_text(["Run this:", "That prints it."])
         wide = phone.page.evaluate("() => document.documentElement.scrollWidth")
         assert wide <= 390
         phone.shot(shots, "playground-phone")

@@ -714,7 +714,7 @@ async function loadModels() {
     $("models-overall").textContent = t("error.generic", { message: message(error) });
     return;
   }
-  $("models-overall").textContent = t("models.overall", { status: report.status });
+  $("models-overall").textContent = t(report.status === "ready" ? "models.ready" : "models.notReady");
   body.replaceChildren();
   for (const [name, model] of Object.entries(report.models || {})) {
     const row = body.insertRow();
