@@ -48,7 +48,8 @@ function refreshDynamicText() {
   $("pg-code").textContent = t($("code-panel").hidden ? "pg.showCode" : "pg.hideCode");
   fillModelPicker();
   for (const stats of document.querySelectorAll(".stats")) renderStats(stats);
-  if (usageRows) drawUsage();
+  showChatRefusal();
+  if (!$("view-admin").hidden) openAdmin(); // tables and cards built from data: fetch again
 }
 
 // -- login ---------------------------------------------------------------------------------
@@ -116,7 +117,15 @@ function initLogin() {
 
 const VIEWS = ["login", "playground", "compare", "admin"];
 
-function route(name) {
+// "#playground?model=NAME" opens the playground on that model (the control room's "try it").
+function route(hash) {
+  const [view, query] = hash.split("?");
+  let name = view;
+  const wanted = new URLSearchParams(query || "").get("model");
+  if (wanted && session.models.some((m) => m.id === wanted)) {
+    $("pg-model").value = wanted;
+    describeModel();
+  }
   if (!session.key) name = "login";
   if (!VIEWS.includes(name) || name === "login" && session.key) name = "playground";
   for (const view of VIEWS) $(`view-${view}`).hidden = view !== name;
@@ -493,7 +502,7 @@ async function openAdmin() {
     return;
   }
   $("admin-body").hidden = false;
-  await Promise.allSettled([loadUsage(), loadModels()]);
+  await Promise.allSettled([loadUsage(), loadModels(), loadPersonas()]);
 }
 
 function date(seconds) {
@@ -730,6 +739,65 @@ async function loadModels() {
   }
 }
 
+function definition(list, term, value) {
+  if (value === null || value === undefined || value === "" || value.length === 0) return;
+  list.append(el("dt", term));
+  const dd = el("dd");
+  if (Array.isArray(value)) {
+    const items = el("ul");
+    for (const item of value) items.append(el("li", item));
+    dd.append(items);
+  } else {
+    dd.textContent = value;
+  }
+  list.append(dd);
+}
+
+function samplingText(persona) {
+  const parts = [];
+  for (const [group, values] of [["=", persona.defaults], ["≤", persona.caps]]) {
+    for (const [name, value] of Object.entries(values || {})) {
+      if (value !== null && value !== undefined) parts.push(`${name} ${group} ${value}`);
+    }
+  }
+  return parts.join(", ");
+}
+
+async function loadPersonas() {
+  $("personas-error").textContent = "";
+  let personas;
+  try {
+    personas = (await call(session.key, "GET", "/admin/personas")).data;
+  } catch (error) {
+    $("personas-error").textContent = t("error.generic", { message: message(error) });
+    return;
+  }
+  $("personas-none").hidden = personas.length > 0;
+  const list = $("personas-list");
+  list.replaceChildren();
+  for (const persona of personas) {
+    const card = el("article", null, "persona");
+    card.dataset.persona = persona.name;
+    card.append(el("h3", persona.name));
+    if (persona.description) card.append(el("p", persona.description, "hint"));
+    const facts = el("dl");
+    definition(facts, t("personas.model"), persona.available
+      ? persona.model : `${persona.model} (${t("personas.unavailable")})`);
+    definition(facts, t("personas.system"), persona.system);
+    definition(facts, t("personas.rules"), persona.rules);
+    definition(facts, t("personas.farewell"), persona.farewell);
+    definition(facts, t("personas.clientSystem"), t(`personas.policy.${persona.client_system}`));
+    definition(facts, t("personas.limits"), samplingText(persona));
+    card.append(facts);
+    if (persona.available) {
+      const link = el("a", t("personas.try", { name: persona.name }), "try");
+      link.href = `#playground?model=${encodeURIComponent(persona.name)}`;
+      card.append(link);
+    }
+    list.append(card);
+  }
+}
+
 async function reload() {
   const result = $("reload-result");
   result.textContent = "";
@@ -742,7 +810,7 @@ async function reload() {
       personas: done.personas.length,
       personaNames: done.personas.join(", "),
     });
-    await loadModels();
+    await Promise.allSettled([loadModels(), loadPersonas()]);
   } catch (error) {
     result.textContent = t("reload.failed", { message: message(error) });
   } finally {
