@@ -321,6 +321,18 @@ def test_stop_ends_the_answer_and_the_upstream_request(
     assert "w399" not in answer.locator(".content").inner_text()
 
 
+def test_an_error_in_the_middle_of_a_stream_is_shown_after_what_came(
+    console: Console, user_key: str
+) -> None:
+    console.login(user_key)
+    console.page.fill("#pg-extra", json.dumps({"fake": {"fail_after": 3}}))
+    console.send("break please")
+    answer = console.wait_answered()
+    expect(answer).to_have_attribute("data-outcome", "error")
+    expect(answer.locator(".content")).to_have_text("Hello! You")
+    expect(answer.locator(".error")).to_have_text("Error: The engine ran out of KV cache.")
+
+
 def test_model_output_is_shown_as_text_never_run(
     console: Console, user_key: str, shots: Path
 ) -> None:
