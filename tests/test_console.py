@@ -41,6 +41,9 @@ from playwright.sync_api import (  # noqa: E402  (only importable where the brow
     sync_playwright,
 )
 
+# Waits end as soon as the page shows what is expected; the limit is only for a busy machine.
+expect.set_options(timeout=20_000)
+
 # Playwright cannot download its own browsers here: it drives the system's chromium.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -117,6 +120,7 @@ class Console:
         self.context: BrowserContext = browser.new_context(
             locale=locale, viewport={"width": 1280, "height": 900}
         )
+        self.context.set_default_timeout(20_000)
         self.page: Page = self.context.new_page()
         self.dialogs: list[str] = []
         self.page.on(
@@ -505,6 +509,12 @@ def test_admin_creates_a_key_sees_its_usage_and_revokes_it(
         admin.page.select_option("#usage-group", "model")
         expect(admin.page.locator("#usage-chart g.bar[data-label='fake-model']")).to_have_count(1)
         admin.shot(shots, "control-room")
+        # A date range without that day has none of it.
+        admin.page.fill("#usage-since", "2020-01-01")
+        admin.page.fill("#usage-until", "2020-01-31")
+        admin.page.click("#usage-refresh")
+        expect(admin.page.locator("#usage-table tbody")).to_have_text("No usage in this range.")
+        expect(admin.page.locator("#usage-chart g.bar")).to_have_count(0)
 
         admin.page.click("#reload")
         expect(admin.page.locator("#reload-result")).to_contain_text("Reloaded:")

@@ -595,6 +595,15 @@ async function createKey() {
 
 async function loadUsage() {
   $("usage-error").textContent = "";
+  $("usage-refresh").disabled = true;
+  try {
+    await fetchUsage();
+  } finally {
+    $("usage-refresh").disabled = false;
+  }
+}
+
+async function fetchUsage() {
   const params = new URLSearchParams();
   if ($("usage-since").value) params.set("since", $("usage-since").value);
   if ($("usage-until").value) params.set("until", $("usage-until").value);
