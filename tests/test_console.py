@@ -128,6 +128,8 @@ class Console:
         )
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        # Anything of the console's own that its policy blocks would be a bug: catch it here.
+        self.page.on("console", self._console_message)
         self.page.goto(server.url + "/ui/")
         expect(self.page.locator("body[data-ready]")).to_be_attached()
 
@@ -135,6 +137,10 @@ class Console:
         # Model output must never open one: record it, and close it so the page goes on.
         self.dialogs.append(dialog.message)
         dialog.dismiss()
+
+    def _console_message(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     def login(self, key: str, view: str = "#view-playground") -> None:
         self.page.fill("#login-key", key)
