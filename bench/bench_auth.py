@@ -49,7 +49,7 @@ from server.access.metrics import AccessMetrics
 from server.access.ratelimit import MemoryLimiter
 from server.access.storage import SQLiteStore
 from server.access.usage import UsageRecorder
-from server.pipeline.pipeline import RequestRecord
+from server.pipeline.record import RequestRecord
 
 MODEL = "bench-model"
 SECRET = "bench"  # what bench/loadgen.py sends as its Bearer token

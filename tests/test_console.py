@@ -463,9 +463,12 @@ def test_admin_creates_a_key_sees_its_usage_and_revokes_it(
         admin.page.click("#nav a[data-view=admin]")
         models = admin.page.locator("#models-table")
         expect(models.locator("tr[data-model='fake-model'] td").nth(1)).to_have_text("ready")
-        expect(models.locator("tr[data-model='flaky'] td").nth(1)).to_have_text("down")
+        flaky = models.locator("tr[data-model='flaky'] td")
+        expect(flaky.nth(1)).to_have_text("down")
+        expect(flaky.nth(2)).to_have_text("no")  # a remote model: not needed for /ready
+        expect(flaky.nth(4)).to_contain_text("127.0.0.1")  # the admin sees the endpoints
         expect(admin.page.locator("#models-overall")).to_have_text(
-            "Not ready: at least one model is down or loading."
+            "Puente is ready: every model it needs can serve."
         )
 
         math = admin.page.locator("#personas-list [data-persona=matematicas]")

@@ -31,16 +31,17 @@ from tests.access_support import (
 )
 from tests.conftest import gateway_config
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.support import PuenteProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("limits")
     env = {"PUENTE_ADMIN_KEY": ADMIN}
-    with PuenteProcess(gateway_config(fake_upstream), workdir, env=env) as proc:
+    with InProcessPuente(gateway_config(fake_upstream), workdir, env=env) as proc:
         yield proc
 
 
@@ -52,7 +53,7 @@ async def burst(base_url: str, key: str, n: int) -> list[object]:
         return await asyncio.gather(*calls, return_exceptions=True)
 
 
-def key_tokens(server: PuenteProcess, name: str) -> float:
+def key_tokens(server: InProcessPuente, name: str) -> float:
     text = httpx.get(server.url + "/metrics").text
     total = 0.0
     for line in text.splitlines():
@@ -61,7 +62,7 @@ def key_tokens(server: PuenteProcess, name: str) -> float:
     return total
 
 
-async def test_requests_per_minute_are_exact_under_concurrent_load(server: PuenteProcess) -> None:
+async def test_requests_per_minute_are_exact_under_concurrent_load(server: InProcessPuente) -> None:
     key = create_key(server, unique("rpm"), rpm=5)
     results = await burst(server.base_url, key, 12)
     answered = [r for r in results if not isinstance(r, BaseException)]
@@ -78,7 +79,7 @@ async def test_requests_per_minute_are_exact_under_concurrent_load(server: Puent
     assert "5 requests per minute" in error["message"]
 
 
-def test_tokens_per_minute_refuse_once_used_up(server: PuenteProcess) -> None:
+def test_tokens_per_minute_refuse_once_used_up(server: InProcessPuente) -> None:
     key = create_key(server, unique("tpm"), tpm=20)
     # 8 tokens a request: the third starts at 16 < 20 and is answered; the fourth is not.
     statuses = [chat(server, key).status_code for _ in range(4)]
@@ -89,7 +90,7 @@ def test_tokens_per_minute_refuse_once_used_up(server: PuenteProcess) -> None:
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-def test_streamed_tokens_count_against_the_limit(server: PuenteProcess) -> None:
+def test_streamed_tokens_count_against_the_limit(server: InProcessPuente) -> None:
     name = unique("tpm-stream")
     key = create_key(server, name, tpm=20)
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -106,7 +107,7 @@ def test_streamed_tokens_count_against_the_limit(server: PuenteProcess) -> None:
             client.chat.completions.create(model="fake-model", messages=USER, stream=True)
 
 
-def test_limits_are_per_key(server: PuenteProcess) -> None:
+def test_limits_are_per_key(server: InProcessPuente) -> None:
     tight = create_key(server, unique("tight"), rpm=1)
     other = create_key(server, unique("other"), rpm=1)
     free = create_key(server, unique("free"))
@@ -138,7 +139,7 @@ def test_a_daily_budget_cuts_off_and_survives_a_restart(
         assert chat(proc, key).status_code == 429
 
 
-def test_a_monthly_budget_cuts_off(server: PuenteProcess) -> None:
+def test_a_monthly_budget_cuts_off(server: InProcessPuente) -> None:
     key = create_key(server, unique("monthly"), budget_month=10)
     assert [chat(server, key).status_code for _ in range(3)] == [200, 200, 429]
     message = chat(server, key).json()["error"]["message"]
@@ -157,7 +158,7 @@ def reset_seconds(value: str) -> int:
     return int(match[1] or 0) * 60 + int(match[2])
 
 
-def test_every_answer_shows_the_requests_left(server: PuenteProcess) -> None:
+def test_every_answer_shows_the_requests_left(server: InProcessPuente) -> None:
     key = create_key(server, unique("headers-rpm"), rpm=5)
     remaining = []
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -189,7 +190,7 @@ def test_every_answer_shows_the_requests_left(server: PuenteProcess) -> None:
     assert 1 <= int(headers["retry-after"]) <= reset_seconds(headers["x-ratelimit-reset-requests"])
 
 
-def test_tokens_headers_count_what_answers_used(server: PuenteProcess) -> None:
+def test_tokens_headers_count_what_answers_used(server: InProcessPuente) -> None:
     name = unique("headers-tpm")
     key = create_key(server, name, rpm=100, tpm=1000)
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -207,7 +208,7 @@ def test_tokens_headers_count_what_answers_used(server: PuenteProcess) -> None:
     assert headers["x-ratelimit-remaining-requests"] == "98"
 
 
-def test_keys_without_limits_get_no_ratelimit_headers(server: PuenteProcess) -> None:
+def test_keys_without_limits_get_no_ratelimit_headers(server: InProcessPuente) -> None:
     free = create_key(server, unique("headers-free"))
     budget_only = create_key(server, unique("headers-budget"), budget_month=10_000)
     for key in (free, budget_only):

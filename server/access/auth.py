@@ -15,19 +15,17 @@ import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
-
-from fastapi import Depends, Request
+from typing import TypeVar
 
 from server.access.keys import ApiKey, hash_secret, same_hash
 from server.access.metrics import ANONYMOUS, AccessMetrics, Children
 from server.access.periods import day_of
 from server.access.ratelimit import Decision, Limiter
-from server.access.storage import StorageError, Store, UsageRow
+from server.access.storage import KeyNameTaken, StorageError, Store, UsageRow
 from server.access.usage import UsageRecorder
 from server.config import AuthMode
 from server.errors import ModelNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from server.pipeline.pipeline import RequestRecord
+from server.pipeline.record import RequestRecord
 
 log = logging.getLogger("puente.access")
 
@@ -126,7 +124,7 @@ class Access:
             return self.mode == "none"
         now = time.monotonic()
         if not self._keys_exist and now - self._checked_at >= _NO_KEYS_RECHECK:
-            self._keys_exist = await self._store_call(self.store.any_keys())
+            self._keys_exist = await self.stored(self.store.any_keys())
             self._checked_at = now
         return self.loopback and not self._keys_exist
 
@@ -142,7 +140,7 @@ class Access:
                 raise _unauthorized(_NO_KEYS_EXPOSED, "no_api_keys")
             raise _unauthorized(_MISSING, "missing_api_key")
         digest = hash_secret(secret)
-        key = await self._store_call(self.store.find_key(digest))
+        key = await self.stored(self.store.find_key(digest))
         if key is None or not same_hash(key.key_hash, digest):
             if await self._open():
                 return self._anonymous  # SDKs send some key even when none is needed
@@ -165,13 +163,17 @@ class Access:
     def key_created(self) -> None:
         self._keys_exist = True
 
-    async def _store_call(self, work: Awaitable[T]) -> T:
+    async def stored(self, work: Awaitable[T]) -> T:
+        """A call to the key and usage database; its failure is a 503 for the client (a name
+        already taken is the caller's to answer)."""
         try:
             return await work
+        except KeyNameTaken:
+            raise
         except StorageError as exc:
-            log.error("key store failed: %s", exc)
+            log.error("key database failed: %s", exc)
             raise ServiceUnavailable(
-                "API keys cannot be checked right now; try again shortly.", retry_after=1
+                "The key database is unavailable; try again shortly.", retry_after=1
             ) from None
 
     # -- admission -----------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Access:
         if key is None:
             return _NO_HEADERS
         if not key.allows(model):
-            raise ModelNotFound(f"The model '{model}' does not exist.")
+            raise ModelNotFound.named(model)
         limits = key.limits
         if not (limits.rpm or limits.counts_tokens):
             return _NO_HEADERS
@@ -299,11 +301,3 @@ def _refusal(key: ApiKey, decision: Decision) -> RateLimited:
     return RateLimited(
         f"{message} Try again in {wait}.", retry_after=decision.retry_after, headers=headers
     )
-
-
-async def authenticate(request: Request) -> Principal:
-    access: Access = request.app.state.runtime.extensions["access"]
-    return await access.authenticate(request.headers)
-
-
-PrincipalDep = Annotated[Principal, Depends(authenticate)]

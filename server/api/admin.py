@@ -22,17 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.access.auth import Access
 from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
 from server.access.periods import day_range
-from server.access.storage import KeyNameTaken, StorageError
+from server.access.storage import KeyNameTaken
+from server.api.deps import RuntimeDep, runtime_of
 from server.api.wire import JSONResponse
-from server.errors import (
-    InvalidRequest,
-    ModelNotFound,
-    NotFound,
-    ServiceUnavailable,
-    Unauthorized,
-)
-from server.lifecycle.reloader import Reloader
-from server.lifecycle.runtime import RuntimeDep
+from server.errors import InvalidRequest, ModelNotFound, NotFound, Unauthorized
 
 log = logging.getLogger("puente.access")
 
@@ -40,7 +33,7 @@ router = APIRouter(prefix="/admin")
 
 
 async def _admin(request: Request) -> Access:
-    access: Access = request.app.state.runtime.extensions["access"]
+    access = runtime_of(request).access
     if access.admin_hash is None:
         raise Unauthorized(
             "The admin API is off: set PUENTE_ADMIN_KEY and restart Puente.",
@@ -68,11 +61,6 @@ class NewKey(BaseModel):
     """A duration (``30d``), a date (``2026-12-31``) or ``never``."""
 
 
-def _storage_down(exc: StorageError) -> ServiceUnavailable:
-    log.error("admin: key database failed: %s", exc)
-    return ServiceUnavailable("The key database is unavailable; try again shortly.", retry_after=1)
-
-
 @router.post("/keys", status_code=201)
 async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
     now = time.time()
@@ -87,30 +75,22 @@ async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
     except InvalidKeySpec as exc:
         raise InvalidRequest(f"Invalid key: {exc}.", code="invalid_value") from None
     try:
-        await access.store.create_key(key)
+        await access.stored(access.store.create_key(key))
     except KeyNameTaken as exc:
         raise InvalidRequest(f"{exc}.", param="name", code="key_name_taken") from None
-    except StorageError as exc:
-        raise _storage_down(exc) from None
     access.key_created()
     return JSONResponse({**key.public(), "key": secret}, status_code=201)
 
 
 @router.get("/keys")
 async def list_keys(access: AdminDep) -> JSONResponse:
-    try:
-        keys = await access.store.list_keys()
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    keys = await access.stored(access.store.list_keys())
     return JSONResponse({"object": "list", "data": [key.public() for key in keys]})
 
 
 @router.get("/keys/{name}")
 async def get_key(name: str, access: AdminDep) -> JSONResponse:
-    try:
-        key = await access.store.get_key(name)
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    key = await access.stored(access.store.get_key(name))
     if key is None:
         raise NotFound(f"No key named '{name}'.", code="key_not_found")
     return JSONResponse(key.public())
@@ -118,10 +98,7 @@ async def get_key(name: str, access: AdminDep) -> JSONResponse:
 
 @router.delete("/keys/{name}")
 async def revoke_key(name: str, access: AdminDep) -> JSONResponse:
-    try:
-        key = await access.store.revoke_key(name, time.time())
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    key = await access.stored(access.store.revoke_key(name, time.time()))
     if key is None:
         raise NotFound(f"No key named '{name}'.", code="key_not_found")
     return JSONResponse(key.public())
@@ -139,10 +116,7 @@ async def usage(
         first, last = day_range(since, until, days)
     except ValueError as exc:
         raise InvalidRequest(f"{exc}.", param="since") from None
-    try:
-        totals = await access.store.usage_totals(first, last, key)
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    totals = await access.stored(access.store.usage_totals(first, last, key))
     return JSONResponse(
         {"object": "list", "since": first, "until": last, "data": [t.to_dict() for t in totals]}
     )
@@ -150,8 +124,7 @@ async def usage(
 
 @router.post("/reload")
 async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
-    reloader: Reloader = request.app.state.runtime.extensions["reloader"]
-    config = await reloader.reload()
+    config = await runtime_of(request).reloader.reload()
     return JSONResponse(
         {
             "status": "reloaded",
@@ -165,10 +138,11 @@ async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
 async def list_personas(runtime: RuntimeDep, access: AdminDep) -> JSONResponse:
     # The whole configuration of each persona (its instructions included, which clients never
     # see), and whether its model can serve now.
+    snapshot = runtime.pipeline.snapshot
     data = []
-    for persona in runtime.gateway.personas:
+    for persona in snapshot.personas:
         try:
-            runtime.router.resolve(persona.model)
+            snapshot.catalog.resolve(persona.model)
             available = True
         except ModelNotFound:
             available = False  # its model is disabled (a missing key): so is the persona

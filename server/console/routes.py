@@ -15,8 +15,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from server.api.deps import RuntimeDep
 from server.errors import NotFound
-from server.lifecycle.runtime import RuntimeDep
 
 STATIC = Path(__file__).parent / "static"
 

@@ -739,7 +739,9 @@ async function loadModels() {
     row.dataset.model = name;
     const breaker = model.breaker || {};
     const endpoints = Object.entries(model.endpoints || {}).map(([url, state]) => `${url}: ${state}`);
-    const cells = [name, model.state, breaker.state || "", endpoints.join("\n"), model.detail || breaker.last_error || ""];
+    const required = model.required === undefined ? "" : t(model.required ? "yes" : "no");
+    const cells = [name, model.state, required, breaker.state || "", endpoints.join("\n"),
+      model.detail || breaker.last_error || ""];
     cells.forEach((text, i) => {
       const cell = row.insertCell();
       cell.textContent = text;
