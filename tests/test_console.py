@@ -378,7 +378,12 @@ def test_show_code_is_the_conversation_with_the_key_masked_and_it_runs(
     console.page.fill("#pg-input", "second question")
     python = console.page.locator("#code-python")
     expect(python).to_contain_text('"content": "second question"')
-    code = python.inner_text()
+    # What the Copy button puts on the clipboard is what runs below.
+    console.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    console.page.click("button[data-copy=code-python]")
+    expect(console.page.locator("#code-status")).to_have_text("Copied.")
+    code = console.page.evaluate("() => navigator.clipboard.readText()")
+    assert code == python.inner_text()
     curl = console.page.locator("#code-curl").inner_text()
     masked = f"{user_key[:7]}…{user_key[-4:]}"
     for snippet in (code, curl):
@@ -629,6 +634,12 @@ def test_the_playground_fits_a_phone(
         wide = phone.page.evaluate("() => document.documentElement.scrollWidth")
         assert wide <= 390
         phone.shot(shots, "playground-phone")
+        phone.page.click("#logout")
+        phone.login(ADMIN, view="#admin-body")
+        expect(phone.page.locator("#usage-table tbody tr").first).to_be_visible()
+        assert phone.page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        phone.shot(shots, "control-room-phone")
+        phone.page.locator(".chart").screenshot(path=str(shots / "usage-chart-phone.png"))
     finally:
         phone.close()
 

@@ -139,8 +139,10 @@ function route(hash) {
 
 function showChatRefusal() {
   const refused = session.chatRefusal;
-  $("pg-refused").hidden = !refused;
-  $("pg-refused").textContent = refused ? t("pg.cannotChat", { message: refused }) : "";
+  for (const id of ["pg-refused", "cmp-refused"]) {
+    $(id).hidden = !refused;
+    $(id).textContent = refused ? t("pg.cannotChat", { message: refused }) : "";
+  }
 }
 
 // -- playground ----------------------------------------------------------------------------
@@ -667,8 +669,9 @@ function drawChart() {
   const chart = $("usage-chart");
   const groupName = t(`usage.by${group[0].toUpperCase()}${group.slice(1)}`);
   $("usage-chart-title").textContent = t("usage.chart", { group: groupName });
-  const width = 600;
-  const labelWidth = 170;
+  // Drawn at the size it is shown, so its text stays readable on a phone.
+  const width = Math.max(300, Math.min(720, chart.parentElement.clientWidth || 600));
+  const labelWidth = Math.round(Math.min(170, width * 0.32));
   const rowHeight = 26;
   const top = 28;
   const height = top + Math.max(entries.length, 1) * rowHeight + 6;
@@ -677,11 +680,11 @@ function drawChart() {
   chart.append(
     svg("rect", { x: 0, y: 6, width: 12, height: 12, class: "bar-prompt" }),
     svg("text", { x: 18, y: 17, class: "legend" }, t("usage.prompt")),
-    svg("rect", { x: 200, y: 6, width: 12, height: 12, class: "bar-completion" }),
-    svg("text", { x: 218, y: 17, class: "legend" }, t("usage.completion")),
+    svg("rect", { x: width / 2, y: 6, width: 12, height: 12, class: "bar-completion" }),
+    svg("text", { x: width / 2 + 18, y: 17, class: "legend" }, t("usage.completion")),
   );
   const max = Math.max(1, ...entries.map(([, v]) => v.prompt + v.completion));
-  const span = width - labelWidth - 70;
+  const span = width - labelWidth - 60;
   entries.forEach(([label, value], i) => {
     const y = top + i * rowHeight;
     const promptWidth = (value.prompt / max) * span;
@@ -690,7 +693,7 @@ function drawChart() {
     bar.dataset.label = label;
     bar.append(
       svg("title", {}, `${label}: ${value.prompt} + ${value.completion}`),
-      svg("text", { x: labelWidth - 6, y: y + 16, "text-anchor": "end" }, label.length > 24 ? `${label.slice(0, 23)}…` : label),
+      svg("text", { x: labelWidth - 6, y: y + 16, "text-anchor": "end" }, label.length > labelWidth / 7 ? `${label.slice(0, Math.floor(labelWidth / 7) - 1)}…` : label),
       svg("rect", { x: labelWidth, y: y + 3, width: promptWidth, height: 18, class: "bar-prompt" }),
       svg("rect", { x: labelWidth + promptWidth, y: y + 3, width: completionWidth, height: 18, class: "bar-completion" }),
       svg("text", { x: labelWidth + promptWidth + completionWidth + 6, y: y + 16 }, String(value.prompt + value.completion)),
