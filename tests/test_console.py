@@ -514,7 +514,12 @@ def test_admin_creates_a_key_sees_its_usage_and_revokes_it(
         expect(usage_row.locator("td")).to_have_text(
             [re.compile(r"\d{4}-\d\d-\d\d"), name, "fake-model", "1", "0", "4", "4", "8"]
         )
-        expect(admin.page.locator(f"#usage-chart g.bar[data-label='{name}']")).to_have_count(1)
+        bar = admin.page.locator(f"#usage-chart g.bar[data-label='{name}']")
+        expect(bar).to_have_attribute("data-value", "8")
+        admin.page.select_option("#usage-measure", "requests")
+        expect(bar).to_have_attribute("data-value", "1")
+        expect(admin.page.locator("#usage-chart-title")).to_have_text("Requests by key")
+        admin.page.select_option("#usage-measure", "tokens")
         with admin.page.expect_download() as download:
             admin.page.click("#usage-csv")
         csv = Path(download.value.path()).read_text()
@@ -615,6 +620,10 @@ def test_every_control_has_a_label_and_the_keyboard_logs_in(
     expect(page.locator("#login-submit")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("#view-playground")).to_be_visible()
+    # The navigation works from the keyboard too, and lands on the new page's heading.
+    page.focus("#nav a[data-view=compare]")
+    page.keyboard.press("Enter")
+    expect(page.locator("#cmp-title")).to_be_focused()
 
 
 def test_the_playground_fits_a_phone(

@@ -653,51 +653,73 @@ function svg(tag, attributes, text) {
   return node;
 }
 
-// Horizontal bars (they fit a phone): prompt and completion tokens stacked, per group.
+// What the chart can show: each measure is one or more stacked series of the usage rows.
+const MEASURES = {
+  tokens: [
+    ["prompt_tokens", "usage.prompt", "bar-prompt"],
+    ["completion_tokens", "usage.completion", "bar-completion"],
+  ],
+  requests: [["requests", "usage.requests", "bar-prompt"]],
+  errors: [["errors", "usage.errors", "bar-completion"]],
+};
+
+// Horizontal bars (they fit a phone), one per key, model or day, its series stacked.
 function drawChart() {
   const group = $("usage-group").value;
-  const field = group === "day" ? "day" : group;
+  const measure = $("usage-measure").value;
+  const series = MEASURES[measure];
   const totals = new Map();
   for (const row of usageRows) {
-    const label = row[field] ?? "—";
-    const total = totals.get(label) || { prompt: 0, completion: 0 };
-    total.prompt += row.prompt_tokens;
-    total.completion += row.completion_tokens;
+    const label = row[group] ?? "—";
+    const total = totals.get(label) || series.map(() => 0);
+    series.forEach(([field], i) => {
+      total[i] += row[field];
+    });
     totals.set(label, total);
   }
-  const entries = [...totals.entries()].sort((a, b) => (group === "day" ? a[0].localeCompare(b[0]) : 0));
+  const entries = [...totals.entries()];
+  if (group === "day") entries.sort((a, b) => a[0].localeCompare(b[0]));
   const chart = $("usage-chart");
-  const groupName = t(`usage.by${group[0].toUpperCase()}${group.slice(1)}`);
-  $("usage-chart-title").textContent = t("usage.chart", { group: groupName });
+  $("usage-chart-title").textContent = t("usage.chart", {
+    measure: t(`usage.m.${measure}`),
+    group: t(`usage.by${group[0].toUpperCase()}${group.slice(1)}`),
+  });
   // Drawn at the size it is shown, so its text stays readable on a phone.
   const width = Math.max(300, Math.min(720, chart.parentElement.clientWidth || 600));
   const labelWidth = Math.round(Math.min(170, width * 0.32));
+  const labelChars = Math.floor(labelWidth / 7);
   const rowHeight = 26;
   const top = 28;
   const height = top + Math.max(entries.length, 1) * rowHeight + 6;
   chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
   chart.replaceChildren();
-  chart.append(
-    svg("rect", { x: 0, y: 6, width: 12, height: 12, class: "bar-prompt" }),
-    svg("text", { x: 18, y: 17, class: "legend" }, t("usage.prompt")),
-    svg("rect", { x: width / 2, y: 6, width: 12, height: 12, class: "bar-completion" }),
-    svg("text", { x: width / 2 + 18, y: 17, class: "legend" }, t("usage.completion")),
-  );
-  const max = Math.max(1, ...entries.map(([, v]) => v.prompt + v.completion));
+  series.forEach(([, name, className], i) => {
+    const x = (i * width) / 2;
+    chart.append(
+      svg("rect", { x, y: 6, width: 12, height: 12, class: className }),
+      svg("text", { x: x + 18, y: 17, class: "legend" }, t(name)),
+    );
+  });
+  const sum = (values) => values.reduce((a, b) => a + b, 0);
+  const max = Math.max(1, ...entries.map(([, values]) => sum(values)));
   const span = width - labelWidth - 60;
-  entries.forEach(([label, value], i) => {
+  entries.forEach(([label, values], i) => {
     const y = top + i * rowHeight;
-    const promptWidth = (value.prompt / max) * span;
-    const completionWidth = (value.completion / max) * span;
     const bar = svg("g", { class: "bar" });
     bar.dataset.label = label;
+    bar.dataset.value = String(sum(values));
+    const shown = label.length > labelChars ? `${label.slice(0, labelChars - 1)}…` : label;
     bar.append(
-      svg("title", {}, `${label}: ${value.prompt} + ${value.completion}`),
-      svg("text", { x: labelWidth - 6, y: y + 16, "text-anchor": "end" }, label.length > labelWidth / 7 ? `${label.slice(0, Math.floor(labelWidth / 7) - 1)}…` : label),
-      svg("rect", { x: labelWidth, y: y + 3, width: promptWidth, height: 18, class: "bar-prompt" }),
-      svg("rect", { x: labelWidth + promptWidth, y: y + 3, width: completionWidth, height: 18, class: "bar-completion" }),
-      svg("text", { x: labelWidth + promptWidth + completionWidth + 6, y: y + 16 }, String(value.prompt + value.completion)),
+      svg("title", {}, `${label}: ${values.join(" + ")}`),
+      svg("text", { x: labelWidth - 6, y: y + 16, "text-anchor": "end" }, shown),
     );
+    let x = labelWidth;
+    values.forEach((value, j) => {
+      const w = (value / max) * span;
+      bar.append(svg("rect", { x, y: y + 3, width: w, height: 18, class: series[j][2] }));
+      x += w;
+    });
+    bar.append(svg("text", { x: x + 6, y: y + 16 }, String(sum(values))));
     chart.append(bar);
   });
 }
@@ -845,7 +867,9 @@ function initAdmin() {
     event.preventDefault();
     loadUsage();
   });
-  $("usage-group").addEventListener("change", () => usageRows && drawChart());
+  for (const id of ["usage-group", "usage-measure"]) {
+    $(id).addEventListener("change", () => usageRows && drawChart());
+  }
   $("usage-csv").addEventListener("click", exportCsv);
   $("models-refresh").addEventListener("click", loadModels);
   $("reload").addEventListener("click", reload);
@@ -860,7 +884,11 @@ function start() {
   initCompare();
   initAdmin();
   initCopyButtons();
-  window.addEventListener("hashchange", () => route(location.hash.slice(1)));
+  window.addEventListener("hashchange", () => {
+    route(location.hash.slice(1));
+    // A screen reader or keyboard user lands on the new page's heading, not the old link.
+    document.querySelector(".view:not([hidden]) h1")?.focus();
+  });
   document.body.dataset.ready = language();
   const remembered = localStorage.getItem(KEY_STORE);
   if (remembered) {
