@@ -564,8 +564,10 @@ def test_the_control_room_refuses_a_key_that_is_not_the_admin_key(
     expect(refused).to_contain_text("Incorrect admin key provided.")
     expect(console.page.locator("#admin-body")).to_be_hidden()
     # The refusal is the server's, not the page's.
-    r = httpx.get(server.url + "/admin/keys", headers=admin_headers(user_key), timeout=10)
-    assert r.status_code == 401
+    for path in ("/admin/keys", "/admin/usage", "/admin/personas"):
+        r = httpx.get(server.url + path, headers=admin_headers(user_key), timeout=10)
+        assert r.status_code == 401, path
+        assert r.json()["error"]["message"] == "Incorrect admin key provided."
 
 
 # -- languages, small screens, headers ----------------------------------------------------------
