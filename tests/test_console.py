@@ -266,6 +266,9 @@ def test_a_persona_answers_with_its_server_side_instructions(
     answer = console.wait_answered()
     expect(answer.locator(".content")).to_have_text("Hello! You said: ¿Cuánto es 2+2?")
     expect(answer.locator("[data-stat=out]")).to_have_text(re.compile(r"^out \d+ tok$"))
+    # The persona's own model answered: named, and no fallback.
+    expect(answer.locator("[data-stat=model]")).to_have_text("answered by fake-model")
+    expect(answer.locator("[data-stat=fallback]")).to_have_count(0)
     sent = fake.state.received[-1]
     assert sent["model"] == "fake-model"
     assert sent["messages"][0]["role"] == "system"

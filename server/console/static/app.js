@@ -298,6 +298,15 @@ async function runStream(body, item, controller) {
   return { text, record };
 }
 
+// x-puente-model percent-encodes anything outside printable ASCII.
+function headerText(value) {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 function renderStats(stats) {
   const r = stats.record;
   if (!r) return;
@@ -314,9 +323,11 @@ function renderStats(stats) {
     }
   }
   if (r.answeredBy) {
-    parts.push(["model", t("stats.model", { model: decodeURIComponent(r.answeredBy) })]);
+    const answeredBy = headerText(r.answeredBy);
+    parts.push(["model", t("stats.model", { model: answeredBy })]);
+    // A persona is always answered by another model; only a plain model's stand-in is news.
     const card = session.models.find((m) => m.id === r.requested);
-    if (card && !isPersona(card) && r.answeredBy !== r.requested) {
+    if (card && !isPersona(card) && answeredBy !== r.requested) {
       parts.push(["fallback", t("stats.fallback")]);
     }
   }
