@@ -150,7 +150,6 @@ function showChatRefusal() {
 const chat = {
   history: [], // {role, content} turns sent and answered, without the system prompt
   controller: null,
-  lastBody: null,
 };
 
 function isPersona(card) {
