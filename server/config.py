@@ -127,6 +127,11 @@ class ModelConfig(_Strict):
     queue_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds a queued request waits for a slot before it gets 429."""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Largest ``max_tokens`` / ``max_completion_tokens`` a request may ask of this model (400
+    above it); unset: whatever the upstream accepts."""
+    max_n: Annotated[int, Field(gt=0)] | None = None
+    """Most choices (``n``) a request may ask of this model (400 above it)."""
     required_for_ready: bool | None = None
     """Whether ``/ready`` answers 503 while this model cannot serve; unset: yes for a local
     engine (``provider: vllm``), no for a cloud vendor or another OpenAI-compatible upstream."""

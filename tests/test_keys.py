@@ -224,6 +224,18 @@ def test_creating_a_key_checks_what_it_is_given(server: InProcessPuente) -> None
     assert post({"name": unique("x"), "rpm": 0}).status_code == 400
     assert post({"name": unique("x"), "colour": "red"}).status_code == 400
     assert post({"name": unique("x"), "expires": "soonish"}).status_code == 400
+    huge = post({"name": unique("x"), "rpm": 2**63})
+    assert huge.status_code == 400 and huge.json()["error"]["param"] == "rpm"
+
+
+def test_the_admin_key_is_checked_before_the_body_is_read(server: InProcessPuente) -> None:
+    # An outsider learns nothing about what the endpoint accepts: every body gets the same 401.
+    for content in (b"{not json", b'{"name": 3}', b'{"name": "ok-name"}'):
+        r = httpx.post(server.url + "/admin/keys", content=content)
+        assert r.status_code == 401, content
+        assert r.json()["error"]["type"] == "authentication_error"
+    bad = httpx.post(server.url + "/admin/keys", content=b"{not json", headers=admin_headers())
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
 
 
 def test_keys_never_reach_logs_error_bodies_or_the_upstream(

@@ -139,6 +139,40 @@ def test_a_daily_budget_cuts_off_and_survives_a_restart(
         assert chat(proc, key).status_code == 429
 
 
+async def test_a_budget_holds_under_concurrent_requests(server: InProcessPuente) -> None:
+    # Twenty requests at once against a budget of 50 tokens: admission holds what each may
+    # spend (no max_tokens: an estimate of 1024) until it ends, so requests in flight together
+    # get one answer between them. However the machine orders them, no more are answered than
+    # the 7 that 50 tokens pay for (8 each), never twenty.
+    name = unique("budget-burst")
+    key = create_key(server, name, budget_day=50)
+    results = await burst(server.base_url, key, 20)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert 1 <= len(answered) <= 7, results
+    assert len(refused) == 20 - len(answered)
+    assert refused[0].code == "budget_exceeded"
+    used = len(answered) * TOKENS_PER_REQUEST
+    assert key_tokens(server, name) == used  # charged what it used, counted before answering
+    # The holds were given back as answers ended: what is left of the budget serves again.
+    left = -(-(50 - used) // TOKENS_PER_REQUEST) if used < 50 else 0
+    statuses = [chat(server, key).status_code for _ in range(left + 1)]
+    assert statuses == [200] * left + [429]
+
+
+async def test_a_stated_max_tokens_is_what_is_held(server: InProcessPuente) -> None:
+    # With max_tokens 5 each request may spend about 5 + its prompt: several fit at once.
+    key = create_key(server, unique("budget-bounded"), budget_day=60)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0) as sdk:
+        calls = [
+            sdk.chat.completions.create(model="fake-model", messages=USER, max_tokens=5)
+            for _ in range(10)
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert 2 <= len(answered) < 10, results
+
+
 def test_a_monthly_budget_cuts_off(server: InProcessPuente) -> None:
     key = create_key(server, unique("monthly"), budget_month=10)
     assert [chat(server, key).status_code for _ in range(3)] == [200, 200, 429]
@@ -247,7 +281,7 @@ async def test_the_minute_slides_second_by_second() -> None:
     clock.now = 1_000_060.0  # the first second has left the window
     assert (await limiter.admit(key)).refused is None
 
-    limiter.settle(key, 50)
+    await limiter.settle(key, 50)
     clock.now += 59
     assert (await limiter.admit(key)).refused == "tokens"
     clock.now += 1
@@ -260,7 +294,7 @@ async def test_decisions_carry_exact_counts_and_resets() -> None:
     _, key = mint(KeySpec(name="k", limits=Limits(rpm=2, tpm=40, budget_day=50)))
     first = await limiter.admit(key)
     assert (first.requests_used, first.requests_reset, first.tokens_reset) == (1, 59.75, 0.0)
-    limiter.settle(key, 30)
+    await limiter.settle(key, 30)
     clock.now += 10
     second = await limiter.admit(key)
     assert (second.requests_used, second.tokens_used) == (2, 30)
@@ -269,7 +303,7 @@ async def test_decisions_carry_exact_counts_and_resets() -> None:
     assert refused.refused == "requests" and refused.requests_used == 2
     assert refused.retry_after == pytest.approx(49.75)  # the first request leaves the window
     assert refused.requests_reset == pytest.approx(59.75)  # the second one leaves it
-    limiter.settle(key, 30)
+    await limiter.settle(key, 30)
     over = await limiter.admit(key)  # the budget refuses first, and still shows the windows
     assert over.refused == "budget_day" and (over.requests_used, over.tokens_used) == (2, 60)
 
@@ -279,12 +313,12 @@ async def test_a_daily_budget_renews_at_utc_midnight() -> None:
     clock = Clock(midnight - 1)
     limiter = MemoryLimiter(clock)
     _, key = mint(KeySpec(name="k", limits=Limits(budget_day=100, budget_month=1000)))
-    limiter.settle(key, 100)
+    await limiter.settle(key, 100)
     refused = await limiter.admit(key)
     assert refused.refused == "budget_day" and refused.retry_after == pytest.approx(1)
     clock.now = midnight + 1
     assert (await limiter.admit(key)).refused is None
-    limiter.settle(key, 900)  # a new month, too: February's 100 no longer count
+    await limiter.settle(key, 900)  # a new month, too: February's 100 no longer count
     assert (await limiter.admit(key)).refused == "budget_day"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -52,14 +52,26 @@ class ClientDisconnected(Exception):
     """The client closed its connection before the answer was ready."""
 
 
+class Admitted(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Response headers the admission adds (``x-ratelimit-*``)."""
+        ...
+
+    @property
+    def reservation(self) -> object:
+        """What it held against the caller's budgets, given back when the request ends."""
+        ...
+
+
 class Admission(Protocol):
     """Who is asking (``server.access.Principal``): may they use this model, within limits?"""
 
     @property
     def name(self) -> str | None: ...
 
-    async def admit(self, model: str) -> dict[str, str]:
-        """Raise 404 / 429, or return the response headers the admission adds."""
+    async def admit(self, model: str, reserve: int) -> Admitted:
+        """Raise 404 / 429, or take the request, holding ``reserve`` tokens against budgets."""
         ...
 
 
@@ -95,7 +107,7 @@ class Pipeline:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
         return Exchange(self, record, principal)
 
-    def finish(self, record: RequestRecord) -> None:
+    async def finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.started
         m, labels = self.metrics, (record.model, record.provider)
         m.requests.labels(record.model, record.provider, str(record.status)).inc()
@@ -123,7 +135,7 @@ class Pipeline:
         )
         for listener in self.listeners:
             try:
-                listener(record)
+                await listener(record)
             except Exception:
                 # A broken listener must not break answering; it is a bug worth a traceback.
                 log.exception("request listener %r failed", listener)
@@ -165,9 +177,9 @@ class Exchange:
         elif exc is not None:
             self.record.status, self.record.error_kind = 500, "internal"
         if exc is not None or not self._handed_over:
-            self.finish()
+            await self.finish()
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         """The request is over: count it once (a second call does nothing)."""
         if self._finished:
             return
@@ -175,7 +187,7 @@ class Exchange:
         if self._in_flight is not None:
             self._pipeline.metrics.in_flight.labels(self._in_flight).dec()
         self._pipeline.generations.leave(self._generation)
-        self._pipeline.finish(self.record)
+        await self._pipeline.finish(self.record)
 
     # -- the two ways to answer ----------------------------------------------------------------
 
@@ -221,9 +233,11 @@ class Exchange:
     ) -> tuple[UpstreamRequest, Persona | None, Route]:
         record = self.record
         record.stream = request.stream
-        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers.
-        self.headers.update(await self._principal.admit(request.model))
         persona = self._snapshot.personas.get(request.model)
+        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers.
+        admitted = await self._principal.admit(request.model, _bound(request, persona))
+        record.reservation = admitted.reservation
+        self.headers.update(admitted.headers)
         if persona is not None:
             if not isinstance(request, ChatRequest):
                 raise InvalidRequest(
@@ -235,6 +249,7 @@ class Exchange:
             request = persona.apply(request)
         route = self._snapshot.catalog.resolve(persona.model if persona else request.model)
         _check_ability(route, request.operation)
+        _check_caps(route, request.body)
         if persona is None:
             record.model = route.config.name
         record.provider = route.kind
@@ -313,6 +328,10 @@ class AnswerStream:
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
+                # The answer is whole: the request is finished (its tokens counted against the
+                # key) before the front door sends its last frame, so a client that sends its
+                # next request as soon as it reads the end finds this one accounted for.
+                await self.aclose()
                 return
             finally:
                 record.upstream_time += time.perf_counter() - waited
@@ -337,10 +356,68 @@ class AnswerStream:
             await self._stack.aclose()
         finally:
             self._lease.release()
-            self.exchange.finish()
+            await self.exchange.finish()
 
 
 # -- one attempt on one model (``Resilience.run`` calls these with each route) ----------------
+
+# Tokens held against a key's budget for a request that sets no output bound of its own.
+DEFAULT_RESERVE = 1024
+
+
+def _bound(request: UpstreamRequest, persona: Persona | None) -> int:
+    """What a request may spend, at most, as far as admission can tell: its prompt (about four
+    bytes a token) and its output bound (``max_tokens``, the persona's cap, or an estimate),
+    times ``n``. Held against the key's budgets until the request ends."""
+    body = request.body
+    if request.operation == "embeddings":
+        return _prompt_estimate(body.get("input"))
+    bounds = [
+        v
+        for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
+    if persona is not None and persona.config.caps.max_tokens is not None:
+        bounds.append(persona.config.caps.max_tokens)
+    output = min(bounds) if bounds else DEFAULT_RESERVE
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    prompt = _prompt_estimate(body.get("messages", body.get("prompt")))
+    return prompt + output * choices
+
+
+def _prompt_estimate(value: object) -> int:
+    # A loop, not recursion: a client may nest content a thousand levels deep.
+    total, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item.encode()) // 4 + 1
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, int):
+            total += 1  # a token id
+    return total
+
+
+def _check_caps(route: Route, body: JSON) -> None:
+    """The model's caps on what one request may ask for (``max_output_tokens``, ``max_n``)."""
+    config = route.config
+    caps = (
+        ("max_tokens", config.max_output_tokens),
+        ("max_completion_tokens", config.max_output_tokens),
+        ("n", config.max_n),
+    )
+    for param, cap in caps:
+        value = body.get(param)
+        if cap is not None and isinstance(value, int | float) and value > cap:
+            raise InvalidRequest(
+                f"'{param}' is {value}, above the limit of {cap} for model '{config.name}'.",
+                param=param,
+                code="invalid_value",
+            )
 
 
 def _check_ability(route: Route, operation: Operation) -> None:
@@ -361,6 +438,7 @@ def _check_ability(route: Route, operation: Operation) -> None:
 def _for(request: UpstreamRequest, route: Route) -> UpstreamRequest:
     """``request`` as this model gets it: its own copy, with its upstream name and shape."""
     _check_ability(route, request.operation)
+    _check_caps(route, request.body)
     return shape_for_model(request.for_attempt(route.upstream_model), route.config.system_role)
 
 
