@@ -27,6 +27,8 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter, Gauge
+
 from server.config import Config
 from server.errors import InvalidRequest, PuenteError
 from server.lifecycle.drain import Drain
@@ -85,6 +87,38 @@ class Answer:
     answered_by: str
 
 
+class _Series:
+    """One (model, provider)'s metric children, looked up once instead of on every request."""
+
+    __slots__ = (
+        "_by_status",
+        "_metrics",
+        "_model",
+        "_provider",
+        "duration",
+        "output_tokens",
+        "overhead",
+        "prompt_tokens",
+        "ttft",
+    )
+
+    def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
+        self._metrics, self._model, self._provider = metrics, model, provider
+        self._by_status: dict[int, Counter] = {}
+        self.duration = metrics.duration.labels(model, provider)
+        self.ttft = metrics.ttft.labels(model, provider)
+        self.output_tokens = metrics.output_tokens.labels(model, provider)
+        self.prompt_tokens = metrics.prompt_tokens.labels(model, provider)
+        self.overhead = metrics.overhead.labels(model, provider)
+
+    def requests(self, status: int) -> Counter:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._metrics.requests.labels(self._model, self._provider, str(status))
+            self._by_status[status] = child
+        return child
+
+
 class Pipeline:
     def __init__(self, metrics: Metrics, config: Config, catalog: Catalog) -> None:
         self.metrics = metrics
@@ -92,6 +126,8 @@ class Pipeline:
         self.drain = Drain()
         self.generations = Generations()
         self.listeners: list[Listener] = []
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._in_flight: dict[str, Gauge] = {}
         self.snapshot = Snapshot(config, catalog, Personas(config.personas))
         self.resilience.catalog = catalog
 
@@ -103,25 +139,35 @@ class Pipeline:
         self.resilience.catalog = catalog
         return generation
 
+    def in_flight(self, model: str) -> Gauge:
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.metrics.in_flight.labels(model)
+        return gauge
+
     def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
         return Exchange(self, record, principal)
 
     async def finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.started
-        m, labels = self.metrics, (record.model, record.provider)
-        m.requests.labels(record.model, record.provider, str(record.status)).inc()
-        m.duration.labels(*labels).observe(record.duration)
+        labels = (record.model, record.provider)
+        series = self._series.get(labels)
+        if series is None:
+            # Labels are configured names (or "unknown"), so this stays as small as the config.
+            series = self._series[labels] = _Series(self.metrics, *labels)
+        series.requests(record.status).inc()
+        series.duration.observe(record.duration)
         if record.first_token is not None:
-            m.ttft.labels(*labels).observe(record.first_token)
+            series.ttft.observe(record.first_token)
         if record.completion_tokens:
-            m.output_tokens.labels(*labels).inc(record.completion_tokens)
+            series.output_tokens.inc(record.completion_tokens)
         if record.prompt_tokens:
-            m.prompt_tokens.labels(*labels).inc(record.prompt_tokens)
+            series.prompt_tokens.inc(record.prompt_tokens)
         if record.error_kind is not None and record.provider:
-            m.upstream_errors.labels(*labels, record.error_kind).inc()
+            self.metrics.upstream_errors.labels(*labels, record.error_kind).inc()
         if record.provider and record.status < 400:
-            m.overhead.labels(*labels).observe(max(0.0, record.duration - record.upstream_time))
+            series.overhead.observe(max(0.0, record.duration - record.upstream_time))
         log.info(
             "%s model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
             record.api,
@@ -153,7 +199,7 @@ class Exchange:
         # The configuration this request is served by, start to end (fallbacks included).
         self._snapshot = pipeline.snapshot
         self._generation = pipeline.generations.enter()
-        self._in_flight: str | None = None
+        self._in_flight: Gauge | None = None
         self._handed_over = False
         self._finished = False
 
@@ -185,7 +231,7 @@ class Exchange:
             return
         self._finished = True
         if self._in_flight is not None:
-            self._pipeline.metrics.in_flight.labels(self._in_flight).dec()
+            self._in_flight.dec()
         self._pipeline.generations.leave(self._generation)
         await self._pipeline.finish(self.record)
 
@@ -253,8 +299,8 @@ class Exchange:
         if persona is None:
             record.model = route.config.name
         record.provider = route.kind
-        self._in_flight = record.model
-        self._pipeline.metrics.in_flight.labels(record.model).inc()
+        self._in_flight = self._pipeline.in_flight(record.model)
+        self._in_flight.inc()
         return request, persona, route
 
     async def _serve(
