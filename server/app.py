@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from server import console
 from server.access import start_access
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
@@ -120,6 +121,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -223,6 +223,8 @@ class ServerConfig(_Strict):
     drain_delay: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
     balancer stops sending before the listener closes."""
+    console: bool = True
+    """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
 
 
 AuthMode = Literal["keys", "none"]
