@@ -151,6 +151,8 @@ def _message(item: JSON, where: str) -> JSON:
             f"'{where}.content' must be a string or a list of parts.", param=f"{where}.content"
         )
     parts = [_chat_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return {"role": role, "content": parts[0]["text"]}  # what every chat server reads
     return {"role": role, "content": parts}
 
 
@@ -318,8 +320,11 @@ def translate(body: JSON, history: list[JSON]) -> Translated:
             "'input' is a required property", param="input", code="missing_required_parameter"
         )
     items = normalize_input(body["input"])
-    known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
-    known.update({item["id"]: item for item in items if isinstance(item.get("id"), str)})
+    known = {
+        item["id"]: item
+        for item in [*history, *items]
+        if isinstance(item.get("id"), str) and item.get("type") != "item_reference"
+    }
     messages = to_messages(history, known) + to_messages(items, known)
     instructions = body.get("instructions")
     if instructions is not None:
