@@ -105,12 +105,17 @@ class ResponseStore:
         store = self._runtime.access.store
         try:
             await store.put_response(row)
-            counter.labels("stored").inc()
-            if now - self._pruned_at >= PRUNE_EVERY:
-                self._pruned_at = now
-                pruned = await store.prune_responses(now)
-                if pruned:
-                    log.info("pruned %d expired stored responses", pruned)
         except StorageError as exc:
             log.error("response %s not stored: %s", response["id"], exc)
             counter.labels("failed").inc()
+            return
+        counter.labels("stored").inc()
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            try:
+                pruned = await store.prune_responses(now)
+            except StorageError as exc:
+                log.warning("pruning expired stored responses failed: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d expired stored responses", pruned)
