@@ -267,3 +267,13 @@ def test_stored_responses_survive_a_restart(fake_upstream: FakeOpenAI, tmp_path:
         assert follow.output_text == "Hello! You said: and now?"
     finally:
         second.stop()
+
+
+def test_json_nested_too_deep_to_send_on_is_a_400(client: openai.OpenAI) -> None:
+    schema: Any = {"type": "string"}
+    for _ in range(300):
+        schema = {"type": "array", "items": schema}
+    tool = {**WEATHER, "parameters": schema}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="fake-model", input="Hi", tools=[tool])
+    assert "too deeply" in caught.value.message

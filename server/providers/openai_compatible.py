@@ -19,6 +19,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
+    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -135,7 +136,11 @@ class OpenAICompatibleProvider:
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except TypeError:
+            # orjson stops at 255 levels of nesting; a client's JSON can go deeper.
+            raise InvalidRequest("The request nests JSON too deeply to be sent on.") from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)
