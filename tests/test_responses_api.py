@@ -50,13 +50,15 @@ def keys(puente: InProcessPuente) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(puente: InProcessPuente, keys: dict[str, str]) -> openai.OpenAI:
-    return openai.OpenAI(base_url=puente.base_url, api_key=keys["alice"], max_retries=0)
+def client(puente: InProcessPuente, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=puente.base_url, api_key=keys["alice"], max_retries=0) as sdk:
+        yield sdk
 
 
 @pytest.fixture
-def bob(puente: InProcessPuente, keys: dict[str, str]) -> openai.OpenAI:
-    return openai.OpenAI(base_url=puente.base_url, api_key=keys["bob"], max_retries=0)
+def bob(puente: InProcessPuente, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=puente.base_url, api_key=keys["bob"], max_retries=0) as sdk:
+        yield sdk
 
 
 def last_sent(fake: FakeOpenAI) -> dict[str, Any]:
@@ -253,17 +255,18 @@ def test_a_failure_mid_stream_ends_with_response_failed(client: openai.OpenAI) -
 def test_stored_responses_survive_a_restart(fake_upstream: FakeOpenAI, tmp_path: Path) -> None:
     first = InProcessPuente(config(fake_upstream), tmp_path).start()
     try:
-        client = openai.OpenAI(base_url=first.base_url, api_key="none", max_retries=0)
-        response = client.responses.create(model="fake-model", input="remember me")
+        with openai.OpenAI(base_url=first.base_url, api_key="none", max_retries=0) as client:
+            response = client.responses.create(model="fake-model", input="remember me")
     finally:
         first.stop()
     second = InProcessPuente(config(fake_upstream), tmp_path).start()
     try:
         client = openai.OpenAI(base_url=second.base_url, api_key="none", max_retries=0)
-        assert client.responses.retrieve(response.id).output_text == response.output_text
-        follow = client.responses.create(
-            model="fake-model", input="and now?", previous_response_id=response.id
-        )
+        with client:
+            assert client.responses.retrieve(response.id).output_text == response.output_text
+            follow = client.responses.create(
+                model="fake-model", input="and now?", previous_response_id=response.id
+            )
         assert follow.output_text == "Hello! You said: and now?"
     finally:
         second.stop()
@@ -276,4 +279,4 @@ def test_json_nested_too_deep_to_send_on_is_a_400(client: openai.OpenAI) -> None
     tool = {**WEATHER, "parameters": schema}
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="fake-model", input="Hi", tools=[tool])
-    assert "too deeply" in caught.value.message
+    assert "nested too deeply" in caught.value.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,12 @@ def test_two_gateways_on_one_postgres_share_stored_responses(
     config = gateway(fake_upstream, database_url=postgres_url)
     one = InProcessPuente(config, tmp_path, name="one").start()
     two = InProcessPuente(config, tmp_path, name="two").start()
+    stack = ExitStack()
     try:
         a = openai.OpenAI(base_url=one.base_url, api_key="none", max_retries=0)
         b = openai.OpenAI(base_url=two.base_url, api_key="none", max_retries=0)
+        stack.enter_context(a)
+        stack.enter_context(b)
         first = a.responses.create(model="fake-model", input="made on one")
         assert b.responses.retrieve(first.id).output_text == first.output_text
         follow = b.responses.create(
@@ -85,14 +89,17 @@ def test_two_gateways_on_one_postgres_share_stored_responses(
         with pytest.raises(openai.NotFoundError):
             a.responses.retrieve(follow.id)
     finally:
+        stack.close()
         two.stop()
         one.stop()
 
 
 def test_an_expired_response_is_not_found(fake_upstream: FakeOpenAI, tmp_path: Path) -> None:
     server = InProcessPuente(gateway(fake_upstream), tmp_path).start()
+    closing = ExitStack()
     try:
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        closing.enter_context(client)
         response = client.responses.create(model="fake-model", input="short-lived")
         with sqlite3.connect(tmp_path / "puente.db") as db:
             db.execute("UPDATE responses SET expires_at = 0 WHERE id = ?", (response.id,))
@@ -101,6 +108,7 @@ def test_an_expired_response_is_not_found(fake_upstream: FakeOpenAI, tmp_path: P
         with pytest.raises(openai.NotFoundError):
             client.responses.create(model="fake-model", input="x", previous_response_id=response.id)
     finally:
+        closing.close()
         server.stop()
 
 
@@ -108,8 +116,10 @@ def test_a_failed_save_still_answers_and_is_counted(
     fake_upstream: FakeOpenAI, tmp_path: Path
 ) -> None:
     server = InProcessPuente(gateway(fake_upstream), tmp_path).start()
+    closing = ExitStack()
     try:
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        closing.enter_context(client)
         client.responses.create(model="fake-model", input="first")  # the database is in use
         with sqlite3.connect(tmp_path / "puente.db") as db:
             db.execute("DROP TABLE responses")
@@ -121,4 +131,5 @@ def test_a_failed_save_still_answers_and_is_counted(
         assert metrics.labels("failed")._value.get() == 2
         assert "not stored" in server.logs()
     finally:
+        closing.close()
         server.stop()

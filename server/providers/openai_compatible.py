@@ -138,9 +138,11 @@ class OpenAICompatibleProvider:
         """
         try:
             payload = orjson.dumps(body)
-        except TypeError:
-            # orjson stops at 255 levels of nesting; a client's JSON can go deeper.
-            raise InvalidRequest("The request nests JSON too deeply to be sent on.") from None
+        except orjson.JSONEncodeError:
+            # The body was parsed (up to 1,024 levels deep) but orjson writes at most 254.
+            raise InvalidRequest(
+                "The request body is nested too deeply to forward.", code="invalid_value"
+            ) from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)
