@@ -192,6 +192,17 @@ def test_hosted_tools_are_skipped_and_named_in_a_header(client: openai.OpenAI) -
     assert raw.parse().output_text.startswith("Hello!")
 
 
+def test_a_stream_names_its_skipped_tools_in_a_header_too(client: openai.OpenAI) -> None:
+    with client.responses.with_streaming_response.create(
+        model="fake-model", input="Hi", tools=[{"type": "file_search"}], stream=True
+    ) as raw:
+        assert raw.headers["x-puente-skipped-tools"] == "file_search"
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        body = b"".join(raw.iter_bytes())
+    assert body.startswith(b"event: response.created\ndata: ")
+    assert b"event: response.completed" in body
+
+
 def test_store_false_keeps_nothing(client: openai.OpenAI) -> None:
     response = client.responses.create(model="fake-model", input="forget me", store=False)
     with pytest.raises(openai.NotFoundError):

@@ -97,3 +97,5 @@ def test_codex_exec_completes_a_tool_loop_through_puente(
         == 2
     )
     assert "skipped tools Puente cannot run" in logs  # Codex offers web search, which is skipped
+    stored = puente.runtime.metrics.responses_stored.labels("stored")._value.get()
+    assert stored == 0  # Codex sends store: false, and nothing is kept
