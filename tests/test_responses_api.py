@@ -291,3 +291,16 @@ def test_json_nested_too_deep_to_send_on_is_a_400(client: openai.OpenAI) -> None
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="fake-model", input="Hi", tools=[tool])
     assert "nested too deeply" in caught.value.message
+
+
+async def test_async_streaming_with_the_stream_helper(
+    puente: InProcessPuente, keys: dict[str, str]
+) -> None:
+    client = openai.AsyncOpenAI(base_url=puente.base_url, api_key=keys["alice"])
+    async with (
+        client,
+        client.responses.stream(model="fake-model", input="async stream") as stream,
+    ):
+        deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "Hello! You said: async stream"

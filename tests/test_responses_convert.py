@@ -384,3 +384,25 @@ async def test_a_failure_mid_stream_ends_with_response_failed_and_is_not_stored(
     assert events_[-1].type == "response.failed"
     assert events_[-1].response.error.message == "upstream went away"
     assert failures == [error] and done == []
+
+
+async def test_reasoning_text_streams_as_a_reasoning_item_before_the_answer() -> None:
+    events_, _, _ = await run_stream(
+        [
+            chunk({"reasoning_content": "Think"}),
+            chunk({"reasoning_content": "ing."}),
+            chunk({"content": "Yes."}, "stop"),
+            USAGE,
+        ]
+    )
+    kinds = [e.type for e in events_]
+    assert kinds[2:6] == [
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ]
+    final = Response.model_validate(events_[-1].response.model_dump())
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "Thinking."  # type: ignore[union-attr,index]
+    assert final.output_text == "Yes."
