@@ -232,6 +232,17 @@ def test_another_keys_response_is_not_found(client: openai.OpenAI, bob: openai.O
     assert client.responses.retrieve(mine.id).id == mine.id
 
 
+def test_the_admin_reads_and_deletes_any_keys_response(
+    client: openai.OpenAI, puente: InProcessPuente
+) -> None:
+    mine = client.responses.create(model="fake-model", input="audited")
+    with openai.OpenAI(base_url=puente.base_url, api_key=ADMIN, max_retries=0) as admin:
+        assert admin.responses.retrieve(mine.id).output_text == mine.output_text
+        admin.responses.delete(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(mine.id)
+
+
 def test_unknown_model_and_unknown_previous_response_are_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as model:
         client.responses.create(model="no-such-model", input="Hi")

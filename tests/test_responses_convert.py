@@ -186,6 +186,8 @@ def test_history_is_prepended_and_item_references_resolve() -> None:
             "input[0].content[0].type",
         ),
         ({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type"),
+        ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"model": "m", "input": "x", "max_output_tokens": "9"}, "max_output_tokens"),
     ],
 )
 def test_bad_requests_name_their_parameter(body: dict[str, Any], param: str) -> None:

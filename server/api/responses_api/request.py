@@ -346,8 +346,15 @@ def translate(body: JSON, history: list[JSON]) -> Translated:
             chat["tool_choice"] = choice
         if isinstance(body.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    if body.get("max_output_tokens") is not None:
-        chat["max_completion_tokens"] = body["max_output_tokens"]
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidRequest(
+                "'max_output_tokens' must be a positive integer.",
+                param="max_output_tokens",
+                code="invalid_value",
+            )
+        chat["max_completion_tokens"] = limit
     for name in _SETTINGS:
         if body.get(name) is not None:
             chat[name] = body[name]

@@ -26,7 +26,7 @@ from server.api.deps import authenticate, runtime_of
 from server.api.front_door import Call, Parsed, serve
 from server.api.responses_api.answer import Echo, to_response
 from server.api.responses_api.request import translate
-from server.api.responses_api.store import ResponseStore
+from server.api.responses_api.store import ANY_KEY, Owner, ResponseStore
 from server.api.responses_api.stream import Encoder, events
 from server.api.sse import SSEResponse, event_frame
 from server.api.wire import JSONResponse, error_response
@@ -140,16 +140,20 @@ async def create_response(request: Request) -> Response:
     return response
 
 
-async def _owner(request: Request) -> tuple[ResponseStore, str | None]:
+async def _owner(request: Request) -> tuple[ResponseStore, Owner]:
+    """The stored responses and whose the caller may see: its key's, or all for the admin."""
+    runtime = runtime_of(request)
+    if runtime.access.is_admin(request.headers):
+        return responses_of(runtime), ANY_KEY
     principal = await authenticate(request)
-    return responses_of(runtime_of(request)), principal.name
+    return responses_of(runtime), principal.name
 
 
 @router.get("/v1/responses/{response_id}", response_model=None)
 async def get_response(request: Request, response_id: str) -> Response:
     try:
-        store, key_name = await _owner(request)
-        conversation = await store.load(response_id, key_name)
+        store, owner = await _owner(request)
+        conversation = await store.load(response_id, owner)
     except PuenteError as error:
         return error_response(error)
     return JSONResponse(conversation.response)
@@ -158,8 +162,8 @@ async def get_response(request: Request, response_id: str) -> Response:
 @router.delete("/v1/responses/{response_id}", response_model=None)
 async def delete_response(request: Request, response_id: str) -> Response:
     try:
-        store, key_name = await _owner(request)
-        await store.delete(response_id, key_name)
+        store, owner = await _owner(request)
+        await store.delete(response_id, owner)
     except PuenteError as error:
         return error_response(error)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
@@ -168,8 +172,8 @@ async def delete_response(request: Request, response_id: str) -> Response:
 @router.post("/v1/responses/{response_id}/cancel", response_model=None)
 async def cancel_response(request: Request, response_id: str) -> Response:
     try:
-        store, key_name = await _owner(request)
-        await store.load(response_id, key_name)
+        store, owner = await _owner(request)
+        await store.load(response_id, owner)
         # Puente answers in the foreground only: a stored response is already finished.
         raise InvalidRequest(
             "Only responses created with background=true can be cancelled.",
@@ -188,8 +192,8 @@ async def input_items(
     after: str | None = None,
 ) -> Response:
     try:
-        store, key_name = await _owner(request)
-        items = (await store.load(response_id, key_name)).input
+        store, owner = await _owner(request)
+        items = (await store.load(response_id, owner)).input
     except PuenteError as error:
         return error_response(error)
     if order == "desc":

@@ -2,7 +2,8 @@
 
 A row keeps the conversation's input items (those of the responses it continued, then its own)
 and the Response, so continuing it is one lookup however long the conversation. A response is
-seen only by the key that made it (or, with no key, only by requests without one); an expired
+seen only by the key that made it (or, with no key, only by requests without one) and by the
+admin (``PUENTE_ADMIN_KEY``, on the read and delete routes, ``ANY_KEY``); an expired
 row is as good as gone and is deleted by a prune, run at most once an hour after a save.
 
 Saving happens after the answer is complete; a save that fails is logged and counted
@@ -26,6 +27,11 @@ from server.pipeline.request import JSON
 log = logging.getLogger("puente.responses")
 
 PRUNE_EVERY = 3600.0
+
+ANY_KEY = object()
+"""The owner the admin reads and deletes as: every key's responses."""
+
+Owner = str | None | object
 DAY = 86400.0
 
 
@@ -56,23 +62,22 @@ class ResponseStore:
         config = self._runtime.pipeline.snapshot.config.responses
         return config.retention_days * DAY, config.max_bytes
 
-    async def _row(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+    async def _row(self, response_id: str, owner: Owner) -> StoredResponse | None:
         access = self._runtime.access
         row = await access.stored(access.store.get_response(response_id))
-        if row is None or row.key_name != key_name or row.expires_at <= time.time():
+        foreign = owner is not ANY_KEY and row is not None and row.key_name != owner
+        if row is None or foreign or row.expires_at <= time.time():
             return None  # another key's response is as unknown as a missing one
         return row
 
-    async def load(
-        self, response_id: str, key_name: str | None, param: str | None = None
-    ) -> Conversation:
-        row = await self._row(response_id, key_name)
+    async def load(self, response_id: str, owner: Owner, param: str | None = None) -> Conversation:
+        row = await self._row(response_id, owner)
         if row is None:
             raise not_found(response_id, param)
         return Conversation(orjson.loads(row.input), orjson.loads(row.response))
 
-    async def delete(self, response_id: str, key_name: str | None) -> None:
-        if await self._row(response_id, key_name) is None:
+    async def delete(self, response_id: str, owner: Owner) -> None:
+        if await self._row(response_id, owner) is None:
             raise not_found(response_id)
         access = self._runtime.access
         await access.stored(access.store.delete_response(response_id))
