@@ -154,6 +154,10 @@ def test_a_function_tool_round_trip_continues_with_previous_response_id(
     assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
     items = client.responses.input_items.list(second.id, order="asc")
     assert [i.type for i in items.data] == ["message", "function_call", "function_call_output"]
+    page = client.responses.input_items.list(second.id, limit=1)  # newest first
+    assert [i.type for i in page.data] == ["function_call_output"] and page.has_more
+    rest = client.responses.input_items.list(second.id, limit=5, after=page.data[0].id)
+    assert [i.type for i in rest.data] == ["function_call", "message"] and not rest.has_more
 
 
 def test_text_format_json_schema_becomes_response_format(
