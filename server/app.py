@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from server.access import start_access
 from server.api import admin, chat, health, models
+from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
@@ -113,6 +114,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
         redoc_url=None,
     )
     app.include_router(chat.router)
+    app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -1,0 +1,122 @@
+"""``POST /v1/messages`` (also ``?beta=true``) and ``POST /v1/messages/count_tokens``.
+
+The door translates (``request``, ``answer``, ``stream``, ``errors``); the shared driver
+(``server/api/front_door.py``) does everything else, as for every front door. ``anthropic-version``
+and ``anthropic-beta`` are accepted and need nothing: the chat path has no versions or betas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.api.deps import authenticate, runtime_of
+from server.api.front_door import Call, Parsed, serve
+from server.api.messages import errors
+from server.api.messages.answer import to_message
+from server.api.messages.request import Target, load_body, thinking_enabled, to_chat
+from server.api.messages.stream import Encoder, events
+from server.api.messages.tokens import estimate
+from server.api.sse import SSEResponse
+from server.api.wire import JSONResponse
+from server.errors import ModelNotFound, PuenteError
+from server.lifecycle.runtime import Runtime
+from server.observability.request_context import request_id
+from server.pipeline.pipeline import Answer, AnswerStream
+from server.pipeline.request import JSON, ChatRequest
+
+router = APIRouter()
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What the answer's translation needs from the request."""
+
+    stop_sequences: list[str]
+    thinking: bool
+
+
+def target_of(runtime: Runtime, model: str) -> Target:
+    """The kind of provider that will answer ``model`` (a persona's model for a persona), as far
+    as is known before the pipeline resolves it; unknown models are the pipeline's 404."""
+    snapshot = runtime.pipeline.snapshot
+    persona = snapshot.personas.get(model)
+    try:
+        return Target(snapshot.catalog.resolve(persona.model if persona else model).kind)
+    except ModelNotFound:
+        return Target()
+
+
+def chat_request(body: JSON, target: Target) -> ChatRequest:
+    chat = to_chat(body, target)
+    if chat.get("stream") and target.kind == "vllm":
+        # vLLM counts as it streams, so message_start can carry the real input tokens.
+        chat["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    return ChatRequest.from_body(chat)
+
+
+class MessagesDoor:
+    api = "messages"
+
+    async def parse(self, raw: bytes, call: Call) -> Parsed[State]:
+        body = load_body(raw)
+        request = chat_request(body, target_of(call.runtime, body["model"]))
+        state = State(list(body.get("stop_sequences") or []), thinking_enabled(body))
+        return Parsed(request, state)
+
+    async def render(self, parsed: Parsed[State], answer: Answer) -> JSON:
+        state = parsed.state
+        return to_message(answer.data, stop_sequences=state.stop_sequences, thinking=state.thinking)
+
+    def frames(self, parsed: Parsed[State], stream: AnswerStream) -> AsyncIterator[bytes]:
+        state = parsed.state
+        encoder = Encoder(stream.model, state.stop_sequences, state.thinking)
+        return events(aiter(stream), encoder)
+
+    def error_response(self, error: PuenteError) -> Response:
+        return errors.error_response(error)
+
+    def stream_error(self, error: PuenteError) -> bytes:
+        return errors.stream_error(error)
+
+
+DOOR = MessagesDoor()
+
+
+def _with_request_id(response: Response) -> Response:
+    """Anthropic's SDKs read the id from ``request-id`` (Puente's own is ``x-request-id``)."""
+    rid = request_id.get()
+    if isinstance(response, SSEResponse):
+        response.extra_headers = {**response.extra_headers, "request-id": rid}
+    else:
+        response.headers["request-id"] = rid
+    return response
+
+
+@router.post("/v1/messages", response_model=None)
+async def messages(request: Request) -> Response:
+    return _with_request_id(await serve(request, DOOR))
+
+
+@router.post("/v1/messages/count_tokens", response_model=None)
+async def count_tokens(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        principal = await authenticate(request)
+        body = load_body(await request.body(), counting=True)
+        model = body["model"]
+        if not principal.may_use(model):
+            raise ModelNotFound.named(model)
+        snapshot = runtime.pipeline.snapshot
+        persona = snapshot.personas.get(model)
+        route = snapshot.catalog.resolve(persona.model if persona else model)
+        chat = chat_request({**body, "max_tokens": 1, "stream": False}, Target(route.kind))
+        if persona is not None:
+            chat = persona.apply(chat)  # its system prompt is part of the input too
+    except PuenteError as error:
+        return errors.error_response(error)
+    headers = {"request-id": request_id.get(), "x-puente-token-count": "estimate"}
+    return JSONResponse({"input_tokens": estimate(chat.body)}, headers=headers)
