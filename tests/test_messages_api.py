@@ -1,0 +1,370 @@
+"""``/v1/messages`` through the real anthropic SDK (sync, async, ``messages.stream``, tools,
+images, count_tokens, models, typed errors) against Puente in the test process, in front of the
+fake OpenAI-compatible upstream, a persona, and the fake Anthropic vendor."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from anthropic.types import Message, MessageParam, ToolParam
+
+from tests.cloud_fixtures import ANTHROPIC_KEY
+from tests.fakes.anthropic_vendor import FakeAnthropic
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.vendor_server import PNG
+from tests.inprocess import InProcessPuente
+from tests.support import free_port
+
+ADMIN = "admin-key-for-the-messages-tests-0123456789"
+FAREWELL = "Lo siento, no lo sé. ¡Hasta pronto!"
+USER: list[MessageParam] = [{"role": "user", "content": "What is the capital of Peru?"}]
+WEATHER: ToolParam = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    fake.programs["tools-model"] = {"tool_calls": 1}
+    fake.programs["two-tools-model"] = {"tool_calls": 2}
+    fake.programs["broken-model"] = {"fail_after": 3}
+    fake.programs["busy-model"] = {"status": 503}
+    fake.programs["historia-model"] = {"reply": "[[FAREWELL]]"}
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def puente(
+    upstream: FakeOpenAI, anthropic_vendor: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessPuente]:
+    def local(name: str, **extra: Any) -> dict[str, Any]:
+        entry = {"name": name, "provider": "openai_compatible", "base_url": upstream.base_url}
+        return {**entry, "retries": 0, **extra}
+
+    config = {
+        "models": [
+            local("fake-model"),
+            local("tools-model"),
+            local("two-tools-model"),
+            local("broken-model"),
+            local("busy-model"),
+            local("historia-model"),
+            local("down", base_url=f"http://127.0.0.1:{free_port()}/v1"),
+            {
+                "name": "claude-sonnet",
+                "provider": "anthropic",
+                "base_url": anthropic_vendor.url,
+                "model": "claude-sonnet-test",
+                "api_key": "${PUENTE_TEST_MESSAGES_ANTHROPIC_KEY}",
+                "retries": 0,
+            },
+        ],
+        "personas": [
+            {
+                "name": "historia",
+                "model": "historia-model",
+                "system": "Eres un historiador del Perú.",
+                "farewell": FAREWELL,
+            }
+        ],
+    }
+    env = {"PUENTE_ADMIN_KEY": ADMIN, "PUENTE_TEST_MESSAGES_ANTHROPIC_KEY": ANTHROPIC_KEY}
+    with InProcessPuente(config, tmp_path_factory.mktemp("messages"), env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def key(puente: InProcessPuente) -> str:
+    made = httpx.post(
+        puente.url + "/admin/keys",
+        json={"name": "messages-tests"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert made.status_code == 201, made.text
+    secret: str = made.json()["key"]
+    return secret
+
+
+@pytest.fixture
+def fake(upstream: FakeOpenAI) -> FakeOpenAI:
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def client(puente: InProcessPuente, key: str) -> Iterator[anthropic.Anthropic]:
+    """The anthropic SDK pointed at Puente as the README says (the key in ``x-api-key``)."""
+    with anthropic.Anthropic(base_url=puente.url, api_key=key, max_retries=0) as sdk:
+        yield sdk
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def test_create_returns_a_message(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    message = client.messages.create(
+        model="fake-model",
+        max_tokens=100,
+        system="Be terse.",
+        messages=USER,
+        # This SDK has no sampling arguments (newer API versions refuse them); older clients
+        # send them, and Puente passes them on.
+        extra_body={"temperature": 0.3, "top_k": 7},
+    )
+    assert isinstance(message, Message)
+    assert message.id.startswith("msg_") and message.type == "message"
+    assert message.role == "assistant" and message.model == "fake-model"
+    assert [(b.type, getattr(b, "text", None)) for b in message.content] == [
+        ("text", "Hello! You said: What is the capital of Peru?")
+    ]
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens == 9  # words
+    assert message._request_id  # the SDK read Puente's request-id header
+
+    sent = fake.state.received[-1]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "What is the capital of Peru?"},
+    ]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_k"]) == (100, 0.3, 7)
+
+
+def test_max_tokens_and_stop_sequences(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    cut = client.messages.create(model="fake-model", max_tokens=2, messages=USER)
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 2
+    stopped = client.messages.create(
+        model="fake-model", max_tokens=50, messages=USER, stop_sequences=["capital"]
+    )
+    assert fake.state.received[-1]["stop"] == ["capital"]
+    assert stopped.content[0].type == "text"
+    assert stopped.content[0].text == "Hello! You said: What is the "
+
+
+def test_async_client(puente: InProcessPuente, key: str) -> None:
+    async def ask() -> Message:
+        async with anthropic.AsyncAnthropic(base_url=puente.url, api_key=key, max_retries=0) as sdk:
+            return await sdk.messages.create(model="fake-model", max_tokens=50, messages=USER)
+
+    message = asyncio.run(ask())
+    assert message.content[0].type == "text"
+    assert message.content[0].text.startswith("Hello! You said:")
+
+
+def test_bearer_token_and_beta_headers_are_accepted(puente: InProcessPuente, key: str) -> None:
+    with anthropic.Anthropic(
+        base_url=puente.url,
+        auth_token=key,
+        max_retries=0,
+        default_headers={"anthropic-beta": "some-future-beta-2099-01-01"},
+    ) as sdk:
+        message = sdk.beta.messages.create(  # POST /v1/messages?beta=true
+            model="fake-model", max_tokens=20, messages=USER
+        )
+    assert message.content[0].type == "text"
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def test_messages_stream(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    with client.messages.stream(model="fake-model", max_tokens=100, messages=USER) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(texts) > 3  # word by word, as the upstream sent it
+    assert "".join(texts) == "Hello! You said: What is the capital of Peru?"
+    assert final.stop_reason == "end_turn" and final.model == "fake-model"
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens == len(texts)
+
+
+def test_raw_stream_event_order(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    events = client.messages.create(
+        model="two-tools-model", max_tokens=100, messages=USER, tools=[WEATHER], stream=True
+    )
+    kinds = [(e.type, getattr(e, "index", None)) for e in events]
+    assert kinds == [
+        ("message_start", None),
+        ("content_block_start", 0),
+        ("content_block_delta", 0),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
+        ("message_delta", None),
+        ("message_stop", None),
+    ]
+
+
+def test_tool_use_round_trip_streamed(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    asked: list[MessageParam] = [{"role": "user", "content": "Weather in Lima?"}]
+    with client.messages.stream(
+        model="tools-model", max_tokens=100, messages=asked, tools=[WEATHER]
+    ) as stream:
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use"
+    (call,) = first.content
+    assert call.type == "tool_use" and call.name == "get_weather"
+    assert call.input == {"city": "Lima0"}
+
+    follow_up: list[MessageParam] = [
+        *asked,
+        {"role": "assistant", "content": first.content},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 °C"}],
+        },
+    ]
+    second = client.messages.create(
+        model="tools-model", max_tokens=100, messages=follow_up, tools=[WEATHER]
+    )
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].type == "text"
+    sent = fake.state.received[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.id, "content": "18 °C"}
+
+
+def test_error_after_the_stream_began(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    stream = client.messages.stream(model="broken-model", max_tokens=100, messages=USER)
+    with pytest.raises(anthropic.APIStatusError) as caught, stream as events:
+        for _ in events:
+            pass
+    assert caught.value.body is not None
+    assert caught.value.type == "api_error"  # Anthropic's envelope, read by the SDK
+
+
+# -- images, personas, Claude ------------------------------------------------------------------
+
+
+def test_image_blocks_reach_the_upstream(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    data = base64.b64encode(PNG).decode()
+    message = client.messages.create(
+        model="fake-model",
+        max_tokens=50,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": data},
+                    },
+                    {"type": "text", "text": "Describe it."},
+                ],
+            }
+        ],
+    )
+    assert message.content[0].type == "text"
+    parts = fake.state.received[-1]["messages"][0]["content"]
+    assert parts[0] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+def test_persona_as_model_with_its_farewell(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
+    message = client.messages.create(model="historia", max_tokens=50, messages=USER)
+    assert message.model == "historia"
+    assert message.content[0].type == "text" and message.content[0].text == FAREWELL
+    assert fake.state.received[-1]["messages"][0]["role"] == "system"
+    assert "historiador" in fake.state.received[-1]["messages"][0]["content"]
+    with client.messages.stream(model="historia", max_tokens=50, messages=USER) as stream:
+        assert "".join(stream.text_stream) == FAREWELL
+
+
+def test_claude_model_through_the_messages_door(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    message = client.messages.create(model="claude-sonnet", max_tokens=64, messages=USER)
+    assert message.model == "claude-sonnet"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Hello! You said: What is the capital of Peru?"
+    # The vendor's cache reads are reported once, apart from input_tokens.
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (9, 2)
+    assert claude_fake.last.body == {
+        "model": "claude-sonnet-test",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": USER[0]["content"]}]}],
+    }
+    with client.messages.stream(model="claude-sonnet", max_tokens=64, messages=USER) as stream:
+        assert "".join(stream.text_stream) == message.content[0].text
+
+
+# -- count_tokens and models -------------------------------------------------------------------
+
+
+def test_count_tokens(client: anthropic.Anthropic) -> None:
+    short = client.messages.count_tokens(model="fake-model", messages=USER)
+    longer = client.messages.count_tokens(
+        model="fake-model", messages=USER, system="Be terse. " * 100, tools=[WEATHER]
+    )
+    assert 0 < short.input_tokens < longer.input_tokens
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="no-such-model", messages=USER)
+
+
+def test_models_in_anthropic_shape(client: anthropic.Anthropic, puente: InProcessPuente) -> None:
+    ids = [model.id for model in client.models.list()]
+    assert {"fake-model", "claude-sonnet", "historia"} <= set(ids)
+    first = client.models.list(limit=2)
+    assert len(first.data) == 2 and first.has_more
+    one = client.models.retrieve("fake-model")
+    assert one.type == "model" and one.display_name == "fake-model"
+    assert one.created_at == datetime.fromtimestamp(puente.runtime.started_at, UTC)
+
+
+def test_openai_shape_without_anthropic_version(puente: InProcessPuente, key: str) -> None:
+    body = httpx.get(puente.base_url + "/models", headers={"x-api-key": key}).json()
+    assert body["object"] == "list" and body["data"][0]["object"] == "model"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_model_is_not_found_error(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="no-such-model", max_tokens=10, messages=USER)
+    assert caught.value.type == "not_found_error"
+    assert caught.value.request_id
+    assert "no-such-model" in caught.value.message
+
+
+def test_wrong_key_is_authentication_error(puente: InProcessPuente) -> None:
+    sdk = anthropic.Anthropic(base_url=puente.url, api_key="sk-wrong", max_retries=0)
+    with sdk, pytest.raises(anthropic.AuthenticationError) as caught:
+        sdk.messages.create(model="fake-model", max_tokens=10, messages=USER)
+    assert caught.value.type == "authentication_error"
+
+
+def test_bad_body_is_bad_request_naming_the_field(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="fake-model",
+            max_tokens=10,
+            messages=[{"role": "system", "content": "x"}],  # type: ignore[typeddict-item]
+        )
+    assert caught.value.type == "invalid_request_error"
+    assert "messages.0.role" in caught.value.message
+
+
+def test_upstream_overloaded_is_overloaded_error(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="busy-model", max_tokens=10, messages=USER)
+    assert caught.value.status_code == 529
+    assert caught.value.type == "overloaded_error"
+
+
+def test_unreachable_upstream_is_api_error(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="down", max_tokens=10, messages=USER)
+    assert caught.value.type == "api_error"
+    assert "Traceback" not in caught.value.message
