@@ -350,7 +350,7 @@ def test_bad_body_is_bad_request_naming_the_field(client: anthropic.Anthropic) -
         client.messages.create(
             model="fake-model",
             max_tokens=10,
-            messages=[{"role": "system", "content": "x"}],  # type: ignore[typeddict-item]
+            messages=[{"role": "tool", "content": "x"}],  # type: ignore[typeddict-item]
         )
     assert caught.value.type == "invalid_request_error"
     assert "messages.0.role" in caught.value.message

@@ -242,7 +242,7 @@ def test_thinking_becomes_reasoning_effort(thinking: dict[str, Any], effort: str
     [
         ({"messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
         ({"max_tokens": 5, "messages": []}, "messages"),
-        ({"max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
         ({"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     ],
 )
@@ -394,3 +394,27 @@ def test_models_page_in_anthropic_shape() -> None:
     assert [c["id"] for c in rest["data"]] == ["c"] and rest["has_more"] is False
     before = page(cards, {"before_id": "c"})
     assert [c["id"] for c in before["data"]] == ["a", "b"] and before["has_more"] is False
+
+
+def test_what_claude_code_sends_is_taken() -> None:
+    """Claude Code's own request shape (2.1): a system message mid-conversation, adaptive
+    thinking with an effort, a long JSON user id, and fields only Anthropic knows."""
+    body = {
+        "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Fix it."}]},
+            {"role": "system", "content": "Available agent types: …"},
+        ],
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "metadata": {"user_id": '{"device_id":"' + "a" * 64 + '"}'},
+    }
+    local = convert(body)
+    assert [m["role"] for m in local["messages"]] == ["system", "user", "system"]
+    assert local["messages"][2] == {"role": "system", "content": "Available agent types: …"}
+    assert local["reasoning_effort"] == "high"
+    assert local["user"].startswith('{"device_id"')
+    assert "context_management" not in local and "output_config" not in local
+    openai = convert(body, Target("openai"))
+    assert "reasoning_effort" not in openai and "user" not in openai

@@ -14,7 +14,9 @@ What is translated (https://docs.anthropic.com/en/api/messages):
   function / ``none``, and ``disable_parallel_tool_use`` → ``parallel_tool_calls: false``.
 - ``stop_sequences`` → ``stop``; ``temperature``, ``top_p``; ``top_k`` as an extra field (vLLM
   takes it; OpenAI refuses unknown fields, so it is dropped there); ``metadata.user_id`` →
-  ``user``; ``thinking`` enabled → ``reasoning_effort`` by its budget.
+  ``user``; ``thinking`` enabled → ``reasoning_effort`` by ``output_config.effort`` or the
+  budget (not for OpenAI, which refuses it for models that do not reason); a ``system`` message
+  mid-conversation stays a system message in place.
 
 Every other field (``container``, ``mcp_servers``, ``service_tier`` …) is dropped, not refused:
 clients such as Claude Code send them to every model.
@@ -55,7 +57,8 @@ class _Block(_Schema):
 
 
 class _Message(_Schema):
-    role: Literal["user", "assistant"]
+    # "system" mid-conversation: Claude Code's mid-conversation-system beta.
+    role: Literal["user", "assistant", "system"]
     content: StrictStr | list[_Block]
 
 
@@ -117,6 +120,17 @@ class Target:
     @property
     def takes_top_k(self) -> bool:
         # OpenAI refuses fields it does not know; vLLM and most compatible servers take top_k.
+        return self.kind != "openai"
+
+    @property
+    def takes_reasoning_effort(self) -> bool:
+        # OpenAI refuses it for models that do not reason (gpt-4o …), and Claude Code asks for
+        # thinking on every request; vLLM takes it (gpt-oss) or ignores it.
+        return self.kind != "openai"
+
+    @property
+    def takes_long_user(self) -> bool:
+        """OpenAI refuses a ``user`` over 64 characters (Claude Code's is a JSON object)."""
         return self.kind != "openai"
 
     @property
@@ -291,6 +305,10 @@ def _messages(body: JSON, target: Target) -> list[JSON]:
         param = f"messages[{i}]"
         if message["role"] == "user":
             out += _user(message, param, target)
+        elif message["role"] == "system":
+            # Kept in place; models without a system role get it folded (``system_role``).
+            if text := _text_of(message["content"]):
+                out.append({"role": "system", "content": text})
         else:
             out += _assistant(message, param)
     return out
@@ -339,10 +357,14 @@ def thinking_enabled(body: JSON) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
-def _reasoning_effort(thinking: JSON) -> str:
-    budget = thinking.get("budget_tokens")
+def _reasoning_effort(body: JSON) -> str:
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort in ("low", "medium", "high"):
+        return str(effort)
+    budget = body["thinking"].get("budget_tokens")
     if not isinstance(budget, int):
-        return "medium"  # adaptive: the model decides, a middle effort is the nearest
+        return "medium"  # adaptive without an effort: the model decides; medium is nearest
     for limit, effort in _EFFORTS:
         if budget <= limit:
             return effort
@@ -367,8 +389,8 @@ def to_chat(body: JSON, target: Target) -> JSON:
         if isinstance(body.get("tool_choice"), dict):
             _tool_choice(body["tool_choice"], chat)
     user = (body.get("metadata") or {}).get("user_id")
-    if isinstance(user, str) and user:
+    if isinstance(user, str) and user and (len(user) <= 64 or target.takes_long_user):
         chat["user"] = user
-    if thinking_enabled(body):
-        chat["reasoning_effort"] = _reasoning_effort(body["thinking"])
+    if thinking_enabled(body) and target.takes_reasoning_effort:
+        chat["reasoning_effort"] = _reasoning_effort(body)
     return chat
