@@ -303,7 +303,9 @@ def test_claude_model_through_the_messages_door(
 
 
 def test_count_tokens(client: anthropic.Anthropic) -> None:
-    short = client.messages.count_tokens(model="fake-model", messages=USER)
+    raw = client.messages.with_raw_response.count_tokens(model="fake-model", messages=USER)
+    assert raw.headers["x-puente-token-count"] == "estimate"  # no tokenizer behind this model
+    short = raw.parse()
     longer = client.messages.count_tokens(
         model="fake-model", messages=USER, system="Be terse. " * 100, tools=[WEATHER]
     )

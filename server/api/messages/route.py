@@ -7,6 +7,7 @@ and ``anthropic-beta`` are accepted and need nothing: the chat path has no versi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from server.lifecycle.runtime import Runtime
 from server.observability.request_context import request_id
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest
+from server.providers.base import TokenCounter
+
+log = logging.getLogger("puente.messages")
 
 router = APIRouter()
 
@@ -118,5 +122,13 @@ async def count_tokens(request: Request) -> Response:
             chat = persona.apply(chat)  # its system prompt is part of the input too
     except PuenteError as error:
         return errors.error_response(error)
-    headers = {"request-id": request_id.get(), "x-puente-token-count": "estimate"}
-    return JSONResponse({"input_tokens": estimate(chat.body)}, headers=headers)
+    count, how = estimate(chat.body), "estimate"
+    if isinstance(route.provider, TokenCounter):
+        try:
+            count = await route.provider.count_tokens(chat.for_attempt(route.upstream_model))
+            how = "exact"
+        except PuenteError as error:
+            # A count is advice: an engine that cannot count now still gets an estimate.
+            log.info("exact count failed, estimated instead: %s", error.message)
+    headers = {"request-id": request_id.get(), "x-puente-token-count": how}
+    return JSONResponse({"input_tokens": count}, headers=headers)

@@ -1,10 +1,11 @@
-"""``POST /v1/messages/count_tokens``: an estimate, documented as one.
+"""``POST /v1/messages/count_tokens`` for models without a tokenizer Puente can reach (vLLM
+models count exactly: ``TokenCounter``): an estimate, documented as one.
 
 Puente cannot count exactly without the target's tokenizer, so it estimates from the translated
 request the way OpenAI's and Anthropic's own guidance does for English: about four characters per
 token, plus a few tokens of framing per message. Text, tool schemas and tool arguments count;
 an image counts as a flat 1,600 tokens (a 1,092 × 1,092 picture at Anthropic's rate of
-width × height / 750). The answer says so in ``x-puente-token-count: estimate``.
+width × height / 750). The answer says which in ``x-puente-token-count``.
 """
 
 from __future__ import annotations
