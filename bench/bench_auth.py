@@ -172,7 +172,7 @@ async def in_process_costs(where: Path, rows: int = 20_000, batch: int = 500) ->
             records.append(record)
         began = time.perf_counter()
         for record in records:
-            access.on_request_end(record)
+            await access.on_request_end(record)
         listener += time.perf_counter() - began
         began = time.perf_counter()
         assert await recorder.flush()

@@ -17,13 +17,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from server import console
 from server.access import start_access
+from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
+from server.lifecycle.readiness import Readiness
 from server.lifecycle.reloader import Reloader
 from server.lifecycle.runtime import Runtime
 from server.observability.metrics import Metrics
@@ -97,7 +100,9 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
                 pipeline=pipeline,
                 access=access,
                 reloader=reloader,
+                readiness=Readiness(pipeline),
                 started_at=int(time.time()),
+                metrics_key_hash=metrics_key_hash(),
             )
             reloader.install_signal()
             _announce(settings, catalog)
@@ -118,6 +123,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -127,6 +127,14 @@ class ModelConfig(_Strict):
     queue_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds a queued request waits for a slot before it gets 429."""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Largest ``max_tokens`` / ``max_completion_tokens`` a request may ask of this model (400
+    above it); unset: whatever the upstream accepts."""
+    max_n: Annotated[int, Field(gt=0)] | None = None
+    """Most choices (``n``) a request may ask of this model (400 above it)."""
+    required_for_ready: bool | None = None
+    """Whether ``/ready`` answers 503 while this model cannot serve; unset: yes for a local
+    engine (``provider: vllm``), no for a cloud vendor or another OpenAI-compatible upstream."""
 
     # Filled in by the loader, not the file: the variable an unset ``api_key`` referenced.
     missing_env: str | None = Field(default=None, exclude=True)
@@ -159,6 +167,12 @@ class ModelConfig(_Strict):
     def upstream_urls(self) -> list[str]:
         urls = list(self.endpoints) or ([self.base_url] if self.base_url else [])
         return [url.rstrip("/") for url in urls]
+
+    @property
+    def ready_required(self) -> bool:
+        if self.required_for_ready is not None:
+            return self.required_for_ready
+        return self.provider == "vllm"
 
     @property
     def is_wildcard(self) -> bool:
@@ -201,12 +215,16 @@ class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     ready_timeout: Annotated[float, Field(gt=0)] = 3.0
     """Seconds each upstream probe of ``/ready`` may take."""
+    ready_cache: Annotated[float, Field(ge=0)] = 2.0
+    """Seconds a ``/ready`` probe of the upstreams is reused by the calls after it."""
     images: ImageFetchConfig = Field(default_factory=ImageFetchConfig)
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     """On SIGTERM, seconds in-flight requests and streams get to finish (``--drain-timeout``)."""
     drain_delay: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
     balancer stops sending before the listener closes."""
+    console: bool = True
+    """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
 
 
 AuthMode = Literal["keys", "none"]

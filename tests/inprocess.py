@@ -97,14 +97,17 @@ class InProcessPuente:
         self._thread = threading.Thread(target=self._run, name=f"puente:{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive():
-                self._restore_env()
-                raise RuntimeError(f"puente did not start:\n{self.logs()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"puente did not come up in {timeout}s:\n{self.logs()}")
-            time.sleep(0.02)
+        try:
+            while not self._server.started:
+                if not self._thread.is_alive():
+                    raise RuntimeError(f"puente did not start:\n{self.logs()}")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"puente did not come up in {timeout}s:\n{self.logs()}")
+                time.sleep(0.02)
+        finally:
+            # Read at start only: other servers in this process must not see them.
+            self._restore_env()
         return self
 
     def _run(self) -> None:

@@ -42,6 +42,7 @@ PROVIDERS = {
     "flaky": FakeProvider(fail=UpstreamStatusError(503, "busy")),
     "picky": FakeProvider(fail=UpstreamStatusError(400, "bad temperature")),
     "limited": FakeProvider(fail=RateLimited("slow down", retry_after=2.5)),
+    "capped": FakeProvider("corto"),
 }
 CONFIG: dict[str, Any] = {
     "auth": "none",
@@ -54,6 +55,7 @@ CONFIG: dict[str, Any] = {
         _entry("flaky", retries=1, backoff={"base": 0, "max": 0}),
         _entry("picky"),
         _entry("limited", retries=0),
+        _entry("capped", max_output_tokens=256, max_n=2),
     ],
 }
 
@@ -201,3 +203,20 @@ async def test_async_sdk_streams_through_the_pipeline(puente: InProcessPuente) -
             usage = chunk.usage or usage
     assert text == "Francisco Pizarro, en 1535."
     assert usage is not None and usage.completion_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", 2**63), ("max_completion_tokens", 257), ("n", 3)],
+)
+def test_a_models_caps_refuse_what_is_above_them(
+    client: openai.OpenAI, field: str, value: int
+) -> None:
+    before = len(PROVIDERS["capped"].received)  # type: ignore[attr-defined]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="capped", messages=MESSAGES, **{field: value})
+    assert caught.value.param == field
+    assert "capped" in caught.value.message
+    assert len(PROVIDERS["capped"].received) == before  # type: ignore[attr-defined]
+    within = client.chat.completions.create(model="capped", messages=MESSAGES, max_tokens=256, n=2)
+    assert within.choices[0].message.content == "corto"

@@ -15,12 +15,13 @@ import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 from server.access.keys import ApiKey, hash_secret, same_hash
 from server.access.metrics import ANONYMOUS, AccessMetrics, Children
 from server.access.periods import day_of
-from server.access.ratelimit import Decision, Limiter
+from server.access.ratelimit import Decision, Limiter, Reservation
 from server.access.storage import KeyNameTaken, StorageError, Store, UsageRow
 from server.access.usage import UsageRecorder
 from server.config import AuthMode
@@ -83,11 +84,22 @@ class Principal:
     def may_use(self, model: str) -> bool:
         return self.key is None or self.key.allows(model)
 
-    async def admit(self, model: str) -> dict[str, str]:
-        """404 for a model this key may not use, 429 over a limit; otherwise count the request
-        and return the ``x-ratelimit-*`` headers its answer carries (none for a key without
-        ``rpm``/``tpm``)."""
-        return await self.access.admit(self, model)
+    async def admit(self, model: str, reserve: int = 0) -> Admitted:
+        """404 for a model this key may not use, 429 over a limit; otherwise count the request,
+        hold ``reserve`` tokens against its budgets, and return the ``x-ratelimit-*`` headers
+        its answer carries (none for a key without ``rpm``/``tpm``)."""
+        return await self.access.admit(self, model, reserve)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    headers: Mapping[str, str]
+    reservation: Reservation | None = None
+    """Given back when the request ends (``Access.on_request_end``)."""
+
+
+# Shared and never mutated: the admission of every key without limits (and of no key at all).
+_NO_LIMITS = Admitted(MappingProxyType({}))
 
 
 class Access:
@@ -178,24 +190,24 @@ class Access:
 
     # -- admission -----------------------------------------------------------------------------
 
-    async def admit(self, principal: Principal, model: str) -> dict[str, str]:
+    async def admit(self, principal: Principal, model: str, reserve: int) -> Admitted:
         key = principal.key
         if key is None:
-            return _NO_HEADERS
+            return _NO_LIMITS
         if not key.allows(model):
             raise ModelNotFound.named(model)
         limits = key.limits
         if not (limits.rpm or limits.counts_tokens):
-            return _NO_HEADERS
-        decision = await self.limiter.admit(key)
+            return _NO_LIMITS
+        decision = await self.limiter.admit(key, reserve)
         if decision.refused is not None:
             self.metrics.limited.labels(key.name, decision.refused).inc()
             raise _refusal(key, decision)
-        return ratelimit_headers(key, decision)
+        return Admitted(ratelimit_headers(key, decision), decision.reservation)
 
     # -- the end of every request (a Gateway listener) -----------------------------------------
 
-    def on_request_end(self, record: RequestRecord) -> None:
+    async def on_request_end(self, record: RequestRecord) -> None:
         name = record.principal
         label = name or ANONYMOUS
         self._requests(label, record.model, str(record.status)).inc()
@@ -205,8 +217,9 @@ class Access:
             self._tokens(label, record.model, "completion").inc(record.completion_tokens)
         tokens = record.prompt_tokens + record.completion_tokens
         key = self._seen.get(name) if name else None
-        if key is not None and tokens and key.limits.counts_tokens:
-            self.limiter.settle(key, tokens)
+        reservation = record.reservation if isinstance(record.reservation, Reservation) else None
+        if key is not None and key.limits.counts_tokens and (tokens or reservation):
+            await self.limiter.settle(key, tokens, reservation)
         now = time.time()
         self.recorder.add(
             UsageRow(

@@ -24,6 +24,7 @@ from server.observability.metrics import Metrics
 log = logging.getLogger("puente.access")
 
 ADMIN_KEY_ENV = "PUENTE_ADMIN_KEY"
+METRICS_KEY_ENV = "PUENTE_METRICS_KEY"
 _MIN_ADMIN_KEY = 16
 
 
@@ -48,6 +49,19 @@ def admin_hash() -> str | None:
         raise StartRefused(
             f"{ADMIN_KEY_ENV} is too short: use at least {_MIN_ADMIN_KEY} random characters "
             "(for example the output of 'openssl rand -hex 32')"
+        )
+    return hash_secret(secret)
+
+
+def metrics_key_hash() -> str | None:
+    """``PUENTE_METRICS_KEY``: when set, ``/metrics`` needs it (a scraper's bearer token), so key
+    names and per-key usage are not shown to anyone who can reach the port."""
+    secret = os.environ.get(METRICS_KEY_ENV, "")
+    if not secret:
+        return None
+    if len(secret) < _MIN_ADMIN_KEY:
+        raise StartRefused(
+            f"{METRICS_KEY_ENV} is too short: use at least {_MIN_ADMIN_KEY} characters"
         )
     return hash_secret(secret)
 
@@ -93,6 +107,7 @@ def check_start(settings: Settings) -> None:
     """Raise ``StartRefused`` when Puente cannot serve ``settings``, or would serve every model
     to anyone: its database or Redis unreachable, or a non-loopback address without keys."""
     admin_hash()
+    metrics_key_hash()
     asyncio.run(_check(settings))
 
 

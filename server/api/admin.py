@@ -7,6 +7,7 @@
     DELETE /admin/keys/{name}   revoke; the next request with it gets 401
     GET    /admin/usage         totals per day, key and model (?since=&until=&key=)
     POST   /admin/reload        reload models and personas from the config file (as SIGHUP)
+    GET    /admin/personas      the personas as configured (rules, farewell), for the console
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.access.auth import Access
 from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
 from server.access.periods import day_range
 from server.access.storage import KeyNameTaken
-from server.api.deps import runtime_of
+from server.api.deps import RuntimeDep, runtime_of
 from server.api.wire import JSONResponse
-from server.errors import InvalidRequest, NotFound, Unauthorized
+from server.errors import InvalidRequest, ModelNotFound, NotFound, Unauthorized, param_path
+from server.pipeline.request import load_object
 
 log = logging.getLogger("puente.access")
 
@@ -47,21 +49,36 @@ async def _admin(request: Request) -> Access:
 AdminDep = Annotated[Access, Depends(_admin)]
 
 
+# Limits fit the databases' 64-bit integers with room to add usage to them.
+Amount = Annotated[int, Field(ge=1, le=2**53)]
+
+
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     models: Annotated[list[str], Field(min_length=1)] = ["*"]
-    rpm: int | None = None
-    tpm: int | None = None
-    budget_day: int | None = None
-    budget_month: int | None = None
+    rpm: Amount | None = None
+    tpm: Amount | None = None
+    budget_day: Amount | None = None
+    budget_month: Amount | None = None
     expires: str | None = None
     """A duration (``30d``), a date (``2026-12-31``) or ``never``."""
 
 
+def _new_key(raw: bytes) -> NewKey:
+    try:
+        return NewKey.model_validate(load_object(raw))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        param = param_path(err["loc"]) or None
+        raise InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param) from None
+
+
 @router.post("/keys", status_code=201)
-async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
+async def create_key(request: Request, access: AdminDep) -> JSONResponse:
+    # The body is read only once the admin key was checked (a parameter would be parsed first).
+    body = _new_key(await request.body())
     now = time.time()
     try:
         spec = KeySpec(
@@ -131,3 +148,19 @@ async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
             "personas": [p.name for p in config.personas],
         }
     )
+
+
+@router.get("/personas")
+async def list_personas(runtime: RuntimeDep, access: AdminDep) -> JSONResponse:
+    # The whole configuration of each persona (its instructions included, which clients never
+    # see), and whether its model can serve now.
+    snapshot = runtime.pipeline.snapshot
+    data = []
+    for persona in snapshot.personas:
+        try:
+            snapshot.catalog.resolve(persona.model)
+            available = True
+        except ModelNotFound:
+            available = False  # its model is disabled (a missing key): so is the persona
+        data.append({**persona.config.model_dump(mode="json"), "available": available})
+    return JSONResponse({"object": "list", "data": data})

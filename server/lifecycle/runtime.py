@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from server.access.auth import Access
 from server.config import Settings
+from server.lifecycle.readiness import Readiness
 from server.lifecycle.reloader import Reloader
 from server.observability.metrics import Metrics
 from server.pipeline.pipeline import Pipeline
@@ -21,7 +22,10 @@ class Runtime:
     pipeline: Pipeline
     access: Access
     reloader: Reloader
+    readiness: Readiness
     started_at: int
+    metrics_key_hash: str | None = None
+    """``PUENTE_METRICS_KEY``'s hash: ``/metrics`` then needs it (or the admin key)."""
 
     @property
     def draining(self) -> bool:

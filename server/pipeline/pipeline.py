@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
+
+from prometheus_client import Counter, Gauge
 
 from server.config import Config
 from server.errors import InvalidRequest, PuenteError
@@ -52,14 +54,26 @@ class ClientDisconnected(Exception):
     """The client closed its connection before the answer was ready."""
 
 
+class Admitted(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Response headers the admission adds (``x-ratelimit-*``)."""
+        ...
+
+    @property
+    def reservation(self) -> object:
+        """What it held against the caller's budgets, given back when the request ends."""
+        ...
+
+
 class Admission(Protocol):
     """Who is asking (``server.access.Principal``): may they use this model, within limits?"""
 
     @property
     def name(self) -> str | None: ...
 
-    async def admit(self, model: str) -> dict[str, str]:
-        """Raise 404 / 429, or return the response headers the admission adds."""
+    async def admit(self, model: str, reserve: int) -> Admitted:
+        """Raise 404 / 429, or take the request, holding ``reserve`` tokens against budgets."""
         ...
 
 
@@ -73,6 +87,38 @@ class Answer:
     answered_by: str
 
 
+class _Series:
+    """One (model, provider)'s metric children, looked up once instead of on every request."""
+
+    __slots__ = (
+        "_by_status",
+        "_metrics",
+        "_model",
+        "_provider",
+        "duration",
+        "output_tokens",
+        "overhead",
+        "prompt_tokens",
+        "ttft",
+    )
+
+    def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
+        self._metrics, self._model, self._provider = metrics, model, provider
+        self._by_status: dict[int, Counter] = {}
+        self.duration = metrics.duration.labels(model, provider)
+        self.ttft = metrics.ttft.labels(model, provider)
+        self.output_tokens = metrics.output_tokens.labels(model, provider)
+        self.prompt_tokens = metrics.prompt_tokens.labels(model, provider)
+        self.overhead = metrics.overhead.labels(model, provider)
+
+    def requests(self, status: int) -> Counter:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._metrics.requests.labels(self._model, self._provider, str(status))
+            self._by_status[status] = child
+        return child
+
+
 class Pipeline:
     def __init__(self, metrics: Metrics, config: Config, catalog: Catalog) -> None:
         self.metrics = metrics
@@ -80,6 +126,8 @@ class Pipeline:
         self.drain = Drain()
         self.generations = Generations()
         self.listeners: list[Listener] = []
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._in_flight: dict[str, Gauge] = {}
         self.snapshot = Snapshot(config, catalog, Personas(config.personas))
         self.resilience.catalog = catalog
 
@@ -91,25 +139,35 @@ class Pipeline:
         self.resilience.catalog = catalog
         return generation
 
+    def in_flight(self, model: str) -> Gauge:
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.metrics.in_flight.labels(model)
+        return gauge
+
     def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
         return Exchange(self, record, principal)
 
-    def finish(self, record: RequestRecord) -> None:
+    async def finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.started
-        m, labels = self.metrics, (record.model, record.provider)
-        m.requests.labels(record.model, record.provider, str(record.status)).inc()
-        m.duration.labels(*labels).observe(record.duration)
+        labels = (record.model, record.provider)
+        series = self._series.get(labels)
+        if series is None:
+            # Labels are configured names (or "unknown"), so this stays as small as the config.
+            series = self._series[labels] = _Series(self.metrics, *labels)
+        series.requests(record.status).inc()
+        series.duration.observe(record.duration)
         if record.first_token is not None:
-            m.ttft.labels(*labels).observe(record.first_token)
+            series.ttft.observe(record.first_token)
         if record.completion_tokens:
-            m.output_tokens.labels(*labels).inc(record.completion_tokens)
+            series.output_tokens.inc(record.completion_tokens)
         if record.prompt_tokens:
-            m.prompt_tokens.labels(*labels).inc(record.prompt_tokens)
+            series.prompt_tokens.inc(record.prompt_tokens)
         if record.error_kind is not None and record.provider:
-            m.upstream_errors.labels(*labels, record.error_kind).inc()
+            self.metrics.upstream_errors.labels(*labels, record.error_kind).inc()
         if record.provider and record.status < 400:
-            m.overhead.labels(*labels).observe(max(0.0, record.duration - record.upstream_time))
+            series.overhead.observe(max(0.0, record.duration - record.upstream_time))
         log.info(
             "%s model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
             record.api,
@@ -123,7 +181,7 @@ class Pipeline:
         )
         for listener in self.listeners:
             try:
-                listener(record)
+                await listener(record)
             except Exception:
                 # A broken listener must not break answering; it is a bug worth a traceback.
                 log.exception("request listener %r failed", listener)
@@ -141,7 +199,7 @@ class Exchange:
         # The configuration this request is served by, start to end (fallbacks included).
         self._snapshot = pipeline.snapshot
         self._generation = pipeline.generations.enter()
-        self._in_flight: str | None = None
+        self._in_flight: Gauge | None = None
         self._handed_over = False
         self._finished = False
 
@@ -165,17 +223,17 @@ class Exchange:
         elif exc is not None:
             self.record.status, self.record.error_kind = 500, "internal"
         if exc is not None or not self._handed_over:
-            self.finish()
+            await self.finish()
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         """The request is over: count it once (a second call does nothing)."""
         if self._finished:
             return
         self._finished = True
         if self._in_flight is not None:
-            self._pipeline.metrics.in_flight.labels(self._in_flight).dec()
+            self._in_flight.dec()
         self._pipeline.generations.leave(self._generation)
-        self._pipeline.finish(self.record)
+        await self._pipeline.finish(self.record)
 
     # -- the two ways to answer ----------------------------------------------------------------
 
@@ -221,9 +279,11 @@ class Exchange:
     ) -> tuple[UpstreamRequest, Persona | None, Route]:
         record = self.record
         record.stream = request.stream
-        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers.
-        self.headers.update(await self._principal.admit(request.model))
         persona = self._snapshot.personas.get(request.model)
+        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers.
+        admitted = await self._principal.admit(request.model, _bound(request, persona))
+        record.reservation = admitted.reservation
+        self.headers.update(admitted.headers)
         if persona is not None:
             if not isinstance(request, ChatRequest):
                 raise InvalidRequest(
@@ -235,11 +295,12 @@ class Exchange:
             request = persona.apply(request)
         route = self._snapshot.catalog.resolve(persona.model if persona else request.model)
         _check_ability(route, request.operation)
+        _check_caps(route, request.body)
         if persona is None:
             record.model = route.config.name
         record.provider = route.kind
-        self._in_flight = record.model
-        self._pipeline.metrics.in_flight.labels(record.model).inc()
+        self._in_flight = self._pipeline.in_flight(record.model)
+        self._in_flight.inc()
         return request, persona, route
 
     async def _serve(
@@ -313,6 +374,10 @@ class AnswerStream:
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
+                # The answer is whole: the request is finished (its tokens counted against the
+                # key) before the front door sends its last frame, so a client that sends its
+                # next request as soon as it reads the end finds this one accounted for.
+                await self.aclose()
                 return
             finally:
                 record.upstream_time += time.perf_counter() - waited
@@ -337,10 +402,68 @@ class AnswerStream:
             await self._stack.aclose()
         finally:
             self._lease.release()
-            self.exchange.finish()
+            await self.exchange.finish()
 
 
 # -- one attempt on one model (``Resilience.run`` calls these with each route) ----------------
+
+# Tokens held against a key's budget for a request that sets no output bound of its own.
+DEFAULT_RESERVE = 1024
+
+
+def _bound(request: UpstreamRequest, persona: Persona | None) -> int:
+    """What a request may spend, at most, as far as admission can tell: its prompt (about four
+    bytes a token) and its output bound (``max_tokens``, the persona's cap, or an estimate),
+    times ``n``. Held against the key's budgets until the request ends."""
+    body = request.body
+    if request.operation == "embeddings":
+        return _prompt_estimate(body.get("input"))
+    bounds = [
+        v
+        for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
+    if persona is not None and persona.config.caps.max_tokens is not None:
+        bounds.append(persona.config.caps.max_tokens)
+    output = min(bounds) if bounds else DEFAULT_RESERVE
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    prompt = _prompt_estimate(body.get("messages", body.get("prompt")))
+    return prompt + output * choices
+
+
+def _prompt_estimate(value: object) -> int:
+    # A loop, not recursion: a client may nest content a thousand levels deep.
+    total, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item.encode()) // 4 + 1
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, int):
+            total += 1  # a token id
+    return total
+
+
+def _check_caps(route: Route, body: JSON) -> None:
+    """The model's caps on what one request may ask for (``max_output_tokens``, ``max_n``)."""
+    config = route.config
+    caps = (
+        ("max_tokens", config.max_output_tokens),
+        ("max_completion_tokens", config.max_output_tokens),
+        ("n", config.max_n),
+    )
+    for param, cap in caps:
+        value = body.get(param)
+        if cap is not None and isinstance(value, int | float) and value > cap:
+            raise InvalidRequest(
+                f"'{param}' is {value}, above the limit of {cap} for model '{config.name}'.",
+                param=param,
+                code="invalid_value",
+            )
 
 
 def _check_ability(route: Route, operation: Operation) -> None:
@@ -361,6 +484,7 @@ def _check_ability(route: Route, operation: Operation) -> None:
 def _for(request: UpstreamRequest, route: Route) -> UpstreamRequest:
     """``request`` as this model gets it: its own copy, with its upstream name and shape."""
     _check_ability(route, request.operation)
+    _check_caps(route, request.body)
     return shape_for_model(request.for_attempt(route.upstream_model), route.config.system_role)
 
 

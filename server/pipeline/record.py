@@ -9,7 +9,7 @@ the metric label set (a ``vendor/*`` entry is counted under ``vendor/*``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,8 @@ class RequestRecord:
     retried: bool = False
     """Puente itself retried or fell back: the client's SDK should not retry on top."""
     farewell: bool = False
+    reservation: object = None
+    """What admission held against the key's budgets (``server/access``), given back at the end."""
 
     def take_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
@@ -66,4 +68,5 @@ class RequestRecord:
         self.status = CLIENT_CLOSED
 
 
-Listener = Callable[[RequestRecord], None]
+Listener = Callable[[RequestRecord], Awaitable[None]]
+"""Told once of every finished request (the usage row, the limiter's settlement)."""

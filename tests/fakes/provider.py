@@ -4,7 +4,8 @@ Injected with ``create_app(settings, providers={"name": FakeProvider(...)})`` so
 the whole pipeline (admission, personas, resilience, shaping, the record) with no upstream at
 all. It answers ``reply`` word by word, or fails the way it is told: ``fail`` (a Puente error
 before answering, ``fail_times`` times then answers), ``crash`` (an unexpected exception, a bug
-in a provider or translator), ``crash_after`` (that many chunks, then the exception).
+in a provider or translator), ``crash_after`` (that many chunks, then the exception); ``health``
+is what its health check says.
 Everything it was asked is kept in ``received``; ``closed`` counts closed streams.
 """
 
@@ -32,8 +33,11 @@ class FakeProvider:
         fail_times: int | None = None,
         crash: BaseException | None = None,
         crash_after: int | None = None,
+        health: Health | None = None,
     ) -> None:
         self.reply = reply
+        self.health_answer = health or Health("ready")
+        self.health_calls = 0
         self.fail = fail
         self.fail_times = fail_times
         self.crash = crash
@@ -72,7 +76,8 @@ class FakeProvider:
             self.closed_streams += 1
 
     async def health(self) -> Health:
-        return Health("ready")
+        self.health_calls += 1
+        return self.health_answer
 
     def engine_state(self) -> str | None:
         return None
