@@ -418,3 +418,23 @@ def test_what_claude_code_sends_is_taken() -> None:
     assert "context_management" not in local and "output_config" not in local
     openai = convert(body, Target("openai"))
     assert "reasoning_effort" not in openai and "user" not in openai
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (
+            [{"type": "image", "source": {"type": "file", "file_id": "f"}}],
+            "messages[0].content[0].source",
+        ),
+        ([{"type": "tool_result", "content": "x"}], "messages[0].content[0].tool_use_id"),
+        ([], "messages"),
+    ],
+)
+def test_blocks_that_cannot_be_translated_are_a_400_naming_the_block(
+    content: list[Any], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        convert({"messages": [{"role": "user", "content": content}]})
+    assert caught.value.param == param
+    assert caught.value.message.startswith(param.replace("[", ".").replace("]", "") + ": ")

@@ -25,6 +25,7 @@ clients such as Claude Code send them to every model.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -92,6 +93,13 @@ def _first_error(exc: ValidationError) -> InvalidRequest:
     where = ".".join(str(p) for p in loc)
     detail = "Field required" if err["type"] == "missing" else err["msg"]
     return InvalidRequest(f"{where}: {detail}", param=param_path(loc) or None)
+
+
+def _invalid(param: str, detail: str) -> InvalidRequest:
+    """A 400 naming the field as Anthropic does in the message (``messages.0.content``) and as
+    OpenAI does in ``param`` (``messages[0].content``)."""
+    dotted = re.sub(r"\[(\d+)\]", r".\1", param)
+    return InvalidRequest(f"{dotted}: {detail}", param=param)
 
 
 def load_body(raw: bytes, *, counting: bool = False) -> JSON:
@@ -164,18 +172,12 @@ def _image(block: JSON, param: str) -> JSON:
     if kind == "base64" and isinstance(source, dict):
         media_type, data = source.get("media_type"), source.get("data")
         if not isinstance(media_type, str) or not isinstance(data, str):
-            raise InvalidRequest(
-                f"{param}.source: a base64 image needs 'media_type' and 'data'.",
-                param=f"{param}.source",
-            )
+            raise _invalid(f"{param}.source", "a base64 image needs 'media_type' and 'data'")
         url = f"data:{media_type};base64,{data}"
     elif kind == "url" and isinstance(source, dict) and isinstance(source.get("url"), str):
         url = source["url"]
     else:
-        raise InvalidRequest(
-            f"{param}.source: an image source must be of type 'base64' or 'url'.",
-            param=f"{param}.source",
-        )
+        raise _invalid(f"{param}.source", "an image source must be of type 'base64' or 'url'")
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -206,7 +208,7 @@ def _user_parts(block: JSON, param: str, target: Target) -> list[JSON]:
     if kind == "text":
         text = block.get("text")
         if not isinstance(text, str):
-            raise InvalidRequest(f"{param}.text: Input should be a valid string", param=param)
+            raise _invalid(f"{param}.text", "Input should be a valid string")
         return [{"type": "text", "text": text}] if text else []
     if kind == "image":
         return [_image(block, param)]
@@ -222,7 +224,7 @@ def _tool_result(block: JSON, param: str, target: Target) -> tuple[JSON, list[JS
     tool messages take text only)."""
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequest(f"{param}.tool_use_id: Field required", param=f"{param}.tool_use_id")
+        raise _invalid(f"{param}.tool_use_id", "Field required")
     content = block.get("content")
     texts: list[str] = []
     images: list[JSON] = []
@@ -276,9 +278,7 @@ def _assistant(message: JSON, param: str) -> list[JSON]:
             where = f"{param}.content[{j}]"
             call_id, name = block.get("id"), block.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str):
-                raise InvalidRequest(
-                    f"{where}: a tool_use block needs 'id' and 'name'.", param=where
-                )
+                raise _invalid(where, "a tool_use block needs 'id' and 'name'")
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
                 {
@@ -326,7 +326,7 @@ def _tools(body: JSON) -> list[JSON]:
             continue
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"tools.{i}.name: Field required", param=f"tools[{i}].name")
+            raise _invalid(f"tools[{i}].name", "Field required")
         function: JSON = {"name": name, "parameters": tool["input_schema"]}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
@@ -339,15 +339,12 @@ def _tool_choice(choice: JSON, chat: JSON) -> None:
     if kind == "tool":
         name = choice.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidRequest("tool_choice.name: Field required", param="tool_choice.name")
+            raise _invalid("tool_choice.name", "Field required")
         chat["tool_choice"] = {"type": "function", "function": {"name": name}}
     elif kind in _CHOICE_MODES:
         chat["tool_choice"] = _CHOICE_MODES[kind]
     else:
-        raise InvalidRequest(
-            "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'",
-            param="tool_choice.type",
-        )
+        raise _invalid("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
     if choice.get("disable_parallel_tool_use") is True and kind != "none":
         chat["parallel_tool_calls"] = False
 
@@ -373,7 +370,10 @@ def _reasoning_effort(body: JSON) -> str:
 
 def to_chat(body: JSON, target: Target) -> JSON:
     """A checked Messages body → the OpenAI chat body that asks the same."""
-    chat: JSON = {"model": body["model"], "messages": _messages(body, target)}
+    messages = _messages(body, target)
+    if not any(m["role"] != "system" for m in messages):
+        raise _invalid("messages", "at least one message needs content")
+    chat: JSON = {"model": body["model"], "messages": messages}
     chat[target.max_tokens_field] = body["max_tokens"]
     if body.get("stream"):
         chat["stream"] = True
