@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,7 @@ def upstream() -> Iterator[FakeOpenAI]:
     fake.programs["broken-model"] = {"fail_after": 3}
     fake.programs["busy-model"] = {"status": 503}
     fake.programs["historia-model"] = {"reply": "[[FAREWELL]]"}
+    fake.programs["slow-model"] = {"delay": 0.5, "reply": "uno dos tres cuatro cinco seis siete"}
     yield fake
     fake.stop()
 
@@ -60,6 +62,7 @@ def puente(
             local("broken-model"),
             local("busy-model"),
             local("historia-model"),
+            local("slow-model"),
             local("down", base_url=f"http://127.0.0.1:{free_port()}/v1"),
             {
                 "name": "claude-sonnet",
@@ -243,6 +246,19 @@ def test_error_after_the_stream_began(client: anthropic.Anthropic, fake: FakeOpe
             pass
     assert caught.value.body is not None
     assert caught.value.type == "api_error"  # Anthropic's envelope, read by the SDK
+
+
+def test_leaving_a_stream_closes_the_upstream(
+    client: anthropic.Anthropic, fake: FakeOpenAI
+) -> None:
+    with client.messages.stream(model="slow-model", max_tokens=100, messages=USER) as stream:
+        for text in stream.text_stream:
+            assert text == "uno"
+            break  # the client goes away after the first words
+    deadline = time.monotonic() + 10
+    while not fake.state.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.state.closed  # Puente closed its upstream connection too
 
 
 # -- images, personas, Claude ------------------------------------------------------------------

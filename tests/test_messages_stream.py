@@ -224,3 +224,43 @@ def test_error_after_the_stream_began_is_anthropic_error_event() -> None:
     ((name, data),) = parse(stream_error(UpstreamStatusError(529, "Overloaded")))
     assert name == "error"
     assert ErrorResponse.model_validate(data).error.type == "overloaded_error"
+
+
+def test_pings_while_the_upstream_is_silent() -> None:
+    async def slow() -> AsyncIterator[StreamChunk]:
+        yield chunk({"role": "assistant", "content": "Hola"})
+        await asyncio.sleep(0.3)  # a long wait: longer than the ping interval below, always
+        yield chunk({"content": " Lima"}, "stop")
+
+    async def collect() -> bytes:
+        stream = events(slow(), Encoder("shown"), ping_every=0.02)
+        return b"".join([frame async for frame in stream])
+
+    stream = parse(asyncio.run(collect()))
+    kinds = names(stream)
+    first_delta = kinds.index("content_block_delta")
+    second_delta = kinds.index("content_block_delta", first_delta + 1)
+    assert "ping" in kinds[first_delta:second_delta]  # sent while waiting, between the deltas
+    message = rebuild(stream)
+    assert message.content[0].type == "text" and message.content[0].text == "Hola Lima"
+
+
+def test_leaving_early_closes_the_upstream() -> None:
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[StreamChunk]:
+        try:
+            while True:
+                yield chunk({"content": "x"})
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    async def leave_after_three() -> bool:
+        stream = events(endless(), Encoder("shown"))
+        for _ in range(3):
+            await anext(stream)
+        await stream.aclose()  # what the SSE layer does when the client goes away
+        return closed.is_set()
+
+    assert asyncio.run(leave_after_three())

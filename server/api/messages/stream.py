@@ -13,12 +13,18 @@ is already closed cannot be placed and ends the stream with an error rather than
 
 ``message_start`` carries the input tokens when the first chunk does (vLLM's continuous usage
 stats); the final ``message_delta`` always carries the real counts.
+
+A ``ping`` follows ``message_start``, as Anthropic sends one, and another whenever
+``PING_INTERVAL`` passes without a chunk (a long prefill of a big prompt on a local engine): idle
+proxies and clients with read timeouts then keep the connection. SDKs skip pings wherever they
+come, even before ``message_start``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +34,9 @@ from server.api.messages.answer import message_id, reasoning_of, stop_reason, us
 from server.api.sse import event_frame
 from server.errors import UpstreamProtocolError
 from server.pipeline.request import JSON, StreamChunk
+
+PING_INTERVAL = 10.0
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 
 def event(payload: JSON) -> bytes:
@@ -70,7 +79,7 @@ class Encoder:
             "stop_sequence": None,
             "usage": usage((first or {}).get("usage")),
         }
-        return event({"type": "message_start", "message": message}) + event({"type": "ping"})
+        return event({"type": "message_start", "message": message}) + PING
 
     def feed(self, data: JSON) -> Iterator[bytes]:
         if isinstance(data.get("usage"), dict):
@@ -167,17 +176,69 @@ class Encoder:
             yield self._delta({"type": "input_json_delta", "partial_json": arguments})
 
 
-async def events(chunks: AsyncIterator[StreamChunk], encoder: Encoder) -> AsyncIterator[bytes]:
+async def paced(
+    chunks: AsyncIterator[StreamChunk], every: float
+) -> AsyncGenerator[StreamChunk | None, None]:
+    """The chunks, and None each time ``every`` seconds pass without one.
+
+    One task of its own pulls the chunks, so the upstream is always read from the same task and a
+    wait can time out without cancelling a read; a queue of one keeps it from reading ahead of
+    the client. Leaving early (the client went away) cancels that task.
+    """
+    queue: asyncio.Queue[tuple[StreamChunk | None, Exception | None]] = asyncio.Queue(1)
+
+    async def pump() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put((chunk, None))
+        except Exception as error:  # raised again on the reader's side
+            await queue.put((None, error))
+        else:
+            await queue.put((None, None))
+        finally:
+            # Cancelled while waiting for the reader, the chunks' generator is suspended, not
+            # closed: close it now, so everything under it runs its ``finally`` here.
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+
+    task = asyncio.create_task(pump(), name="messages stream")
+    try:
+        while True:
+            try:
+                chunk, error = await asyncio.wait_for(queue.get(), every)
+            except TimeoutError:
+                yield None
+                continue
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def events(
+    chunks: AsyncIterator[StreamChunk], encoder: Encoder, *, ping_every: float = PING_INTERVAL
+) -> AsyncIterator[bytes]:
     """The whole event stream. A ``PuenteError`` from ``chunks`` propagates: the SSE layer ends
     the stream with the front door's ``event: error``."""
     started = False
-    async for chunk in chunks:
-        data = chunk.data
-        if not started:
-            started = True
-            yield encoder.start(data)
-        for frame in encoder.feed(data):
-            yield frame
+    pacer = paced(chunks, ping_every)
+    try:
+        async for chunk in pacer:
+            if chunk is None:
+                yield PING
+                continue
+            data = chunk.data
+            if not started:
+                started = True
+                yield encoder.start(data)
+            for frame in encoder.feed(data):
+                yield frame
+    finally:
+        await pacer.aclose()  # ``async for`` leaves it suspended when this generator is closed
     if not started:
         yield encoder.start(None)
     yield encoder.end()
