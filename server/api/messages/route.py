@@ -3,6 +3,10 @@
 The door translates (``request``, ``answer``, ``stream``, ``errors``); the shared driver
 (``server/api/front_door.py``) does everything else, as for every front door. ``anthropic-version``
 and ``anthropic-beta`` are accepted and need nothing: the chat path has no versions or betas.
+
+Claude models are translated too (Messages → chat → Anthropic's Messages and back), so what chat
+cannot carry (``cache_control``, thinking signatures, betas) does not reach them yet: forwarding
+as is needs a pipeline operation for it (a provider ability beside ``complete``/``stream``).
 """
 
 from __future__ import annotations
