@@ -63,6 +63,8 @@ def puente(
             local("busy-model"),
             local("historia-model"),
             local("slow-model"),
+            local("vllm-model", provider="vllm", model="fake-model"),
+            local("vllm-falls-back", provider="vllm", model="fake-model", fallbacks=["fake-model"]),
             local("down", base_url=f"http://127.0.0.1:{free_port()}/v1"),
             {
                 "name": "claude-sonnet",
@@ -188,6 +190,17 @@ def test_messages_stream(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:
     assert "".join(texts) == "Hello! You said: What is the capital of Peru?"
     assert final.stop_reason == "end_turn" and final.model == "fake-model"
     assert final.usage.input_tokens > 0 and final.usage.output_tokens == len(texts)
+
+
+@pytest.mark.parametrize(("model", "asked"), [("vllm-model", True), ("vllm-falls-back", False)])
+def test_vllm_is_asked_to_count_as_it_streams(
+    client: anthropic.Anthropic, fake: FakeOpenAI, model: str, asked: bool
+) -> None:
+    with client.messages.stream(model=model, max_tokens=100, messages=USER) as stream:
+        assert stream.get_final_message().content[0].type == "text"
+    options = fake.state.received[-1]["stream_options"]
+    # Only where no fallback could carry the vLLM option to a server that refuses it.
+    assert options.get("continuous_usage_stats", False) is asked
 
 
 def test_raw_stream_event_order(client: anthropic.Anthropic, fake: FakeOpenAI) -> None:

@@ -124,6 +124,8 @@ class Target:
     model is unknown (the pipeline then answers 404 anyway)."""
 
     kind: str = ""
+    vllm_only: bool = False
+    """vLLM answers, and so would every fallback: vLLM's own options may be sent."""
 
     @property
     def takes_top_k(self) -> bool:

@@ -53,15 +53,26 @@ def target_of(runtime: Runtime, model: str) -> Target:
     snapshot = runtime.pipeline.snapshot
     persona = snapshot.personas.get(model)
     try:
-        return Target(snapshot.catalog.resolve(persona.model if persona else model).kind)
+        route = snapshot.catalog.resolve(persona.model if persona else model)
     except ModelNotFound:
         return Target()
+    fallbacks = route.config.fallbacks
+    if persona is not None and persona.config.fallbacks is not None:
+        fallbacks = persona.config.fallbacks
+    kinds = {route.kind}
+    for name in fallbacks:
+        try:
+            kinds.add(snapshot.catalog.resolve(name).kind)
+        except ModelNotFound:
+            continue  # the pipeline skips it too
+    return Target(route.kind, vllm_only=kinds == {"vllm"})
 
 
 def chat_request(body: JSON, target: Target) -> ChatRequest:
     chat = to_chat(body, target)
-    if chat.get("stream") and target.kind == "vllm":
-        # vLLM counts as it streams, so message_start can carry the real input tokens.
+    if chat.get("stream") and target.vllm_only:
+        # vLLM counts as it streams, so message_start can carry the real input tokens; only
+        # where no fallback could take the request to a server that refuses the option.
         chat["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
     return ChatRequest.from_body(chat)
 
