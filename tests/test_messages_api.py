@@ -74,6 +74,14 @@ def puente(
                 "api_key": "${PUENTE_TEST_MESSAGES_ANTHROPIC_KEY}",
                 "retries": 0,
             },
+            {
+                "name": "claude-down",
+                "provider": "anthropic",
+                "base_url": f"http://127.0.0.1:{free_port()}",
+                "api_key": "${PUENTE_TEST_MESSAGES_ANTHROPIC_KEY}",
+                "retries": 0,
+                "fallbacks": ["fake-model"],
+            },
         ],
         "personas": [
             {
@@ -81,7 +89,8 @@ def puente(
                 "model": "historia-model",
                 "system": "Eres un historiador del Perú.",
                 "farewell": FAREWELL,
-            }
+            },
+            {"name": "claude-historia", "model": "claude-sonnet", "system": "Eres historiador."},
         ],
     }
     env = {"PUENTE_ADMIN_KEY": ADMIN, "PUENTE_TEST_MESSAGES_ANTHROPIC_KEY": ANTHROPIC_KEY}
@@ -310,22 +319,118 @@ def test_persona_as_model_with_its_farewell(client: anthropic.Anthropic, fake: F
         assert "".join(stream.text_stream) == FAREWELL
 
 
-def test_claude_model_through_the_messages_door(
+def test_claude_gets_the_body_as_it_came(
     client: anthropic.Anthropic, claude_fake: FakeAnthropic
 ) -> None:
-    message = client.messages.create(model="claude-sonnet", max_tokens=64, messages=USER)
+    system: Any = [
+        {"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}},
+    ]
+    message = client.messages.create(
+        model="claude-sonnet",
+        max_tokens=64,
+        system=system,
+        messages=USER,
+        extra_headers={"anthropic-beta": "some-beta-2099-01-01"},
+    )
     assert message.model == "claude-sonnet"
+    assert message.id.startswith("msg_fake")  # Anthropic's own Message, relayed
     assert message.content[0].type == "text"
     assert message.content[0].text == "Hello! You said: What is the capital of Peru?"
-    # The vendor's cache reads are reported once, apart from input_tokens.
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (9, 2)
-    assert claude_fake.last.body == {
-        "model": "claude-sonnet-test",
+    # Anthropic's own usage, cache reads apart from input_tokens.
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (11, 2)
+    sent = claude_fake.last
+    assert sent.body == {
+        "model": "claude-sonnet-test",  # the only change
         "max_tokens": 64,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": USER[0]["content"]}]}],
+        "system": system,  # cache_control and all
+        "messages": USER,
     }
-    with client.messages.stream(model="claude-sonnet", max_tokens=64, messages=USER) as stream:
+    assert sent.headers["anthropic-beta"] == "some-beta-2099-01-01"
+
+
+def test_claude_thinking_and_its_signature_survive(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    claude_fake.program("claude-sonnet-test", thinking=True)
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    message = client.messages.create(
+        model="claude-sonnet", max_tokens=64, messages=USER, thinking=thinking
+    )
+    block = message.content[0]
+    assert block.type == "thinking" and block.signature == "sig-fake"
+    assert claude_fake.last.body["thinking"] == thinking
+
+    with client.messages.stream(
+        model="claude-sonnet", max_tokens=64, messages=USER, thinking=thinking
+    ) as stream:
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert "signature_delta" in kinds and "thinking_delta" in kinds
+    assert final.model == "claude-sonnet"
+    assert final.content[0].type == "thinking" and final.content[0].signature == "sig-fake"
+    assert final.content[1].type == "text" and final.content[1].text == message.content[1].text
+
+
+def test_claude_tool_round_trip_streamed(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    asked: list[MessageParam] = [{"role": "user", "content": "Weather in Lima?"}]
+    with client.messages.stream(
+        model="claude-sonnet", max_tokens=64, messages=asked, tools=[WEATHER]
+    ) as stream:
+        first = stream.get_final_message()
+    (call,) = first.content
+    assert call.type == "tool_use" and call.input == {"city": "Lima0"}
+    follow_up: list[MessageParam] = [
+        *asked,
+        {"role": "assistant", "content": first.content},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 °C"}],
+        },
+    ]
+    second = client.messages.create(
+        model="claude-sonnet", max_tokens=64, messages=follow_up, tools=[WEATHER]
+    )
+    assert second.content[0].type == "text"
+    assert second.content[0].text == "The tools said: 18 °C"
+
+
+def test_claude_falling_back_to_another_model_is_translated(
+    client: anthropic.Anthropic, fake: FakeOpenAI
+) -> None:
+    message = client.messages.create(model="claude-down", max_tokens=64, messages=USER)
+    assert message.model == "fake-model"  # who answered, as for chat
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Hello! You said: What is the capital of Peru?"
+    with client.messages.stream(model="claude-down", max_tokens=64, messages=USER) as stream:
         assert "".join(stream.text_stream) == message.content[0].text
+    assert fake.state.received[-1]["messages"] == [{"role": "user", "content": USER[0]["content"]}]
+
+
+def test_a_persona_on_claude_is_translated_with_its_prompt(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    message = client.messages.create(model="claude-historia", max_tokens=64, messages=USER)
+    assert message.model == "claude-historia"
+    assert message.content[0].type == "text"
+    system = claude_fake.last.body["system"]
+    assert "Eres historiador." in system[0]["text"]
+
+
+def test_claude_errors_keep_anthropic_types(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    claude_fake.program("claude-sonnet-test", status=529)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="claude-sonnet", max_tokens=64, messages=USER)
+    assert (caught.value.status_code, caught.value.type) == (529, "overloaded_error")
+    claude_fake.program("claude-sonnet-test", error_after=4)
+    stream = client.messages.stream(model="claude-sonnet", max_tokens=64, messages=USER)
+    with pytest.raises(anthropic.APIStatusError) as mid, stream as events:
+        for _ in events:
+            pass
+    assert mid.value.type == "overloaded_error"
 
 
 # -- count_tokens and models -------------------------------------------------------------------

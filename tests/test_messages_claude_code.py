@@ -1,7 +1,8 @@
 """Claude Code (``claude -p``) completing a short task through Puente: once on a non-Anthropic
 model (the fake OpenAI-compatible upstream answers a tool call, then text) and once on a Claude
-model (the fake Anthropic vendor). Each run is a real tool loop: Claude Code runs the tool the
-model asked for and sends its result back through Puente.
+model (the fake Anthropic vendor, which gets Claude Code's requests as they came). Each run is a
+real tool loop: Claude Code runs the tool the model asked for and sends its result back through
+Puente.
 
 Needs Claude Code, which is not a Python package, so the tests skip without it::
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.cloud_fixtures import ANTHROPIC_KEY
@@ -140,6 +142,9 @@ def test_claude_code_on_a_claude_model(
 ) -> None:
     out = claude_p(puente, key, "claude-sonnet", tmp_path)
     assert out.startswith("The tools said:")  # the fake vendor's answer to a tool_result
+    # Forwarded as Claude Code wrote it: its prompt-caching breakpoints and betas arrive.
+    assert any("cache_control" in orjson.dumps(r.body).decode() for r in claude_fake.state.received)
+    assert all("claude-code-" in r.headers["anthropic-beta"] for r in claude_fake.state.received)
     results = [
         block
         for received in claude_fake.state.received

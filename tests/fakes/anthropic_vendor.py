@@ -10,7 +10,8 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, and checked agai
 - Errors: ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with the documented
   statuses (400, 401, 403, 404, 413, 429 + ``retry-after``, 500, 529 ``overloaded_error``).
 - Requests are checked the way the API checks them: unknown top-level fields ("Extra inputs are
-  not permitted"; sampling parameters only under API version 2023-06-01), roles alternating and
+  not permitted"; sampling parameters only under API version 2023-06-01; ``context_management``
+  and mid-conversation ``system`` turns only with their betas), roles alternating and
   starting with user, non-empty text blocks, every ``tool_use`` answered by a ``tool_result`` in
   the next user turn.
 - Streams: ``event:`` lines, ``message_start`` / ``content_block_start`` / ``ping`` /
@@ -57,6 +58,9 @@ TOP_LEVEL = {
     "speed",
 }
 SAMPLING = {"temperature", "top_p", "top_k"}
+# Betas that change what a request may hold (Claude Code sends both).
+CONTEXT_MANAGEMENT = "context-management-2025-06-27"  # the top-level ``context_management``
+MID_CONVERSATION_SYSTEM = "mid-conversation-system-2026-04-07"  # ``system`` turns in ``messages``
 STATUS_OF = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -109,8 +113,10 @@ class FakeAnthropic(VendorServer):
             given = headers["authorization"][7:]
         return given == self.api_key
 
-    def _validate(self, body: dict[str, Any], version: str) -> None:
+    def _validate(self, body: dict[str, Any], version: str, betas: set[str]) -> None:
         allowed = TOP_LEVEL | (SAMPLING if version == LEGACY_VERSION else set())
+        if CONTEXT_MANAGEMENT in betas:
+            allowed |= {"context_management"}
         for key in body:
             if key not in allowed:
                 raise Invalid(f"{key}: Extra inputs are not permitted")
@@ -126,8 +132,14 @@ class FakeAnthropic(VendorServer):
         if not messages:
             raise Invalid("messages: at least one message is required")
         previous_tool_uses: list[str] = []
+        turn = 0  # user and assistant turns alternate; system turns (a beta) stand aside
         for i, message in enumerate(messages):
-            expected = "user" if i % 2 == 0 else "assistant"
+            if message.get("role") == "system" and MID_CONVERSATION_SYSTEM in betas:
+                if not _text_of(message.get("content")):
+                    raise Invalid(f"messages.{i}: system content must be non-empty text")
+                continue
+            expected = "user" if turn % 2 == 0 else "assistant"
+            turn += 1
             if message.get("role") != expected:
                 raise Invalid(
                     f"messages: roles must alternate between 'user' and 'assistant', "
@@ -205,7 +217,8 @@ class FakeAnthropic(VendorServer):
         if plan.get("status"):
             return self._programmed_error(plan, headers)
         try:
-            self._validate(body, version)
+            betas = {b.strip() for b in headers.get("anthropic-beta", "").split(",")}
+            self._validate(body, version, betas)
         except Invalid as exc:
             return error_response("invalid_request_error", exc.message)
         message = self._answer(body, plan)

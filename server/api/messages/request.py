@@ -126,6 +126,8 @@ class Target:
     kind: str = ""
     vllm_only: bool = False
     """vLLM answers, and so would every fallback: vLLM's own options may be sent."""
+    native: bool = False
+    """A Claude model without a persona: the Messages body can go to Anthropic as it came."""
 
     @property
     def takes_top_k(self) -> bool:

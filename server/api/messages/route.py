@@ -4,9 +4,10 @@ The door translates (``request``, ``answer``, ``stream``, ``errors``); the share
 (``server/api/front_door.py``) does everything else, as for every front door. ``anthropic-version``
 and ``anthropic-beta`` are accepted and need nothing: the chat path has no versions or betas.
 
-Claude models are translated too (Messages → chat → Anthropic's Messages and back), so what chat
-cannot carry (``cache_control``, thinking signatures, betas) does not reach them yet: forwarding
-as is needs a pipeline operation for it (a provider ability beside ``complete``/``stream``).
+A Claude model (without a persona) gets the client's body as it came, with its
+``anthropic-version`` and ``anthropic-beta`` (``server/providers/anthropic_native.py``), and the
+client gets Anthropic's own Message or events back; the pipeline still sees the neutral request
+and answer, so keys, limits, retries, fallbacks (translated), metrics and usage apply.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from server.lifecycle.runtime import Runtime
 from server.observability.request_context import request_id
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest
+from server.providers.anthropic_native import FORWARDED_HEADERS, NativeCompletion, NativeMessages
 from server.providers.base import TokenCounter
 
 log = logging.getLogger("puente.messages")
@@ -65,7 +67,9 @@ def target_of(runtime: Runtime, model: str) -> Target:
             kinds.add(snapshot.catalog.resolve(name).kind)
         except ModelNotFound:
             continue  # the pipeline skips it too
-    return Target(route.kind, vllm_only=kinds == {"vllm"})
+    # A persona's server-side messages live in the chat body only, so it is always translated.
+    native = route.kind == "anthropic" and persona is None
+    return Target(route.kind, vllm_only=kinds == {"vllm"}, native=native)
 
 
 def chat_request(body: JSON, target: Target) -> ChatRequest:
@@ -82,11 +86,17 @@ class MessagesDoor:
 
     async def parse(self, raw: bytes, call: Call) -> Parsed[State]:
         body = load_body(raw)
-        request = chat_request(body, target_of(call.runtime, body["model"]))
+        target = target_of(call.runtime, body["model"])
+        request = chat_request(body, target)
+        if target.native:
+            headers = {h: call.headers[h] for h in FORWARDED_HEADERS if h in call.headers}
+            request = NativeMessages.wrap(request, body, headers)
         state = State(list(body.get("stop_sequences") or []), thinking_enabled(body))
         return Parsed(request, state)
 
     async def render(self, parsed: Parsed[State], answer: Answer) -> JSON:
+        if isinstance(answer.data, NativeCompletion):  # Anthropic's own Message, as it came
+            return {**answer.data.message, "model": answer.model}
         state = parsed.state
         return to_message(answer.data, stop_sequences=state.stop_sequences, thinking=state.thinking)
 

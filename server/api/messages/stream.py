@@ -34,6 +34,7 @@ from server.api.messages.answer import message_id, reasoning_of, stop_reason, us
 from server.api.sse import event_frame
 from server.errors import UpstreamProtocolError
 from server.pipeline.request import JSON, StreamChunk
+from server.providers.anthropic_native import NativeChunk
 
 PING_INTERVAL = 10.0
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -176,6 +177,13 @@ class Encoder:
             yield self._delta({"type": "input_json_delta", "partial_json": arguments})
 
 
+def _shown(payload: JSON, model: str) -> JSON:
+    """A relayed event, with the name the client asked for in ``message_start``."""
+    if payload.get("type") == "message_start" and isinstance(payload.get("message"), dict):
+        return {**payload, "message": {**payload["message"], "model": model}}
+    return payload
+
+
 async def paced(
     chunks: AsyncIterator[StreamChunk], every: float
 ) -> AsyncGenerator[StreamChunk | None, None]:
@@ -224,12 +232,17 @@ async def events(
 ) -> AsyncIterator[bytes]:
     """The whole event stream. A ``PuenteError`` from ``chunks`` propagates: the SSE layer ends
     the stream with the front door's ``event: error``."""
-    started = False
+    started = native = False
     pacer = paced(chunks, ping_every)
     try:
         async for chunk in pacer:
             if chunk is None:
                 yield PING
+                continue
+            if isinstance(chunk, NativeChunk):  # Anthropic's own events: relayed as they came
+                native = True
+                for payload in chunk.events:
+                    yield event(_shown(payload, encoder.model))
                 continue
             data = chunk.data
             if not started:
@@ -239,6 +252,8 @@ async def events(
                 yield frame
     finally:
         await pacer.aclose()  # ``async for`` leaves it suspended when this generator is closed
+    if native:
+        return
     if not started:
         yield encoder.start(None)
     yield encoder.end()
