@@ -448,6 +448,28 @@ def test_count_tokens(client: anthropic.Anthropic) -> None:
         client.messages.count_tokens(model="no-such-model", messages=USER)
 
 
+def test_count_tokens_on_claude_is_anthropics_own(
+    client: anthropic.Anthropic, claude_fake: FakeAnthropic
+) -> None:
+    raw = client.messages.with_raw_response.count_tokens(
+        model="claude-sonnet", messages=USER, system="Be terse."
+    )
+    assert raw.headers["x-puente-token-count"] == "exact"
+    assert claude_fake.last.path == "/v1/messages/count_tokens"
+    assert claude_fake.last.body == {
+        "model": "claude-sonnet-test",
+        "messages": USER,
+        "system": "Be terse.",
+    }
+    answer = client.messages.create(
+        model="claude-sonnet", max_tokens=10, messages=USER, system="Be terse."
+    )
+    assert raw.parse().input_tokens == answer.usage.input_tokens  # what the prompt then cost
+    persona = client.messages.count_tokens(model="claude-historia", messages=USER)
+    assert "Eres historiador." in claude_fake.last.body["system"][0]["text"]
+    assert persona.input_tokens > 0
+
+
 def test_models_in_anthropic_shape(client: anthropic.Anthropic, puente: InProcessPuente) -> None:
     ids = [model.id for model in client.models.list()]
     assert {"fake-model", "claude-sonnet", "historia"} <= set(ids)

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 import anthropic
 import httpx2
 from anthropic import AsyncStream
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 
 from server.config import ModelConfig
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
@@ -26,6 +26,23 @@ from server.providers.sdk_base import SDKProvider
 from server.providers.vendor_errors import ANTHROPIC
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+# Fields of a Messages body that count_tokens refuses: they shape a generation, not the input.
+_NOT_COUNTED = frozenset(
+    {
+        "max_tokens",
+        "stream",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "service_tier",
+        "extra_body",
+        "container",
+        "inference_geo",
+        "speed",
+    }
+)
 
 
 class AnthropicProvider(SDKProvider):
@@ -116,3 +133,23 @@ class AnthropicProvider(SDKProvider):
             translator.check_finished()
         finally:
             await stream.close()
+
+    # -- count_tokens (``TokenCounter``) ----------------------------------------------------------
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """Anthropic's own count: the client's body as it came, or the translated one (a
+        persona's), each without what only a generation takes."""
+        if isinstance(request, NativeMessages):
+            body, headers = request.vendor_body(stream=False), self._headers(request)
+        else:
+            body, headers = build_params(request, self.config), {}
+        counted = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
+        result = await self.call(
+            self.client.post(
+                "/v1/messages/count_tokens",
+                cast_to=MessageTokensCount,
+                body=counted,
+                options={"headers": headers},
+            )
+        )
+        return result.input_tokens

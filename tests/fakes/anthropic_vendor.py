@@ -91,6 +91,12 @@ def error_response(kind: str, message: str, headers: dict[str, str] | None = Non
     return web.json_response(error_body(kind, message), status=STATUS_OF[kind], headers=headers)
 
 
+def _prompt_words(body: dict[str, Any]) -> int:
+    """The fake's token count: words, plus three per message."""
+    words = sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
+    return words + len(_text_of(body.get("system")).split())
+
+
 def _text_of(block: Any) -> str:
     if isinstance(block, str):
         return block
@@ -104,6 +110,7 @@ class FakeAnthropic(VendorServer):
 
     def vendor_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
 
     # -- checks the API makes ------------------------------------------------------------------
 
@@ -226,6 +233,22 @@ class FakeAnthropic(VendorServer):
             return await self._stream(request, message, plan)
         return web.json_response(message, headers={"request-id": "req_fake"})
 
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/count_tokens``: the same body without ``max_tokens``."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        body = orjson.loads(await request.read())
+        await self.record(request, body)
+        if not self._authorised(headers):
+            return error_response("authentication_error", "invalid x-api-key")
+        for key in ("max_tokens", "stream", "stop_sequences", "temperature", "metadata"):
+            if key in body:
+                return error_response(
+                    "invalid_request_error", f"{key}: Extra inputs are not permitted"
+                )
+        if not body.get("messages"):
+            return error_response("invalid_request_error", "messages: Field required")
+        return web.json_response({"input_tokens": _prompt_words(body)})
+
     def _programmed_error(self, plan: dict[str, Any], headers: dict[str, str]) -> web.Response:
         status = int(plan["status"])
         kind = plan.get("error_type") or next(
@@ -251,8 +274,7 @@ class FakeAnthropic(VendorServer):
         tools = body.get("tools") or []
         choice = (body.get("tool_choice") or {}).get("type", "auto")
         calls = int(plan.get("tool_calls", 1 if tools and choice != "none" else 0))
-        prompt_words = sum(len(_text_of(m["content"]).split()) + 3 for m in messages)
-        prompt_words += len(_text_of(body.get("system")).split())
+        prompt_words = _prompt_words(body)
         content: list[dict[str, Any]] = []
         stop_reason, stop_sequence = "end_turn", None
         if calls and not results and choice != "none":

@@ -145,6 +145,9 @@ async def count_tokens(request: Request) -> Response:
         chat = chat_request({**body, "max_tokens": 1, "stream": False}, Target(route.kind))
         if persona is not None:
             chat = persona.apply(chat)  # its system prompt is part of the input too
+        elif route.kind == "anthropic":
+            headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+            chat = NativeMessages.wrap(chat, body, headers)
     except PuenteError as error:
         return errors.error_response(error)
     count, how = estimate(chat.body), "estimate"

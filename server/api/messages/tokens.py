@@ -1,5 +1,5 @@
-"""``POST /v1/messages/count_tokens`` for models without a tokenizer Puente can reach (vLLM
-models count exactly: ``TokenCounter``): an estimate, documented as one.
+"""``POST /v1/messages/count_tokens`` for models without a tokenizer Puente can reach (Claude and
+vLLM models count exactly: ``TokenCounter``): an estimate, documented as one.
 
 Puente cannot count exactly without the target's tokenizer, so it estimates from the translated
 request the way OpenAI's and Anthropic's own guidance does for English: about four characters per
