@@ -201,6 +201,7 @@ class Exchange:
         self._generation = pipeline.generations.enter()
         self._in_flight: Gauge | None = None
         self._handed_over = False
+        self._stream: AnswerStream | None = None
         self._finished = False
 
     async def __aenter__(self) -> Exchange:
@@ -222,7 +223,11 @@ class Exchange:
             self.record.client_left()
         elif exc is not None:
             self.record.status, self.record.error_kind = 500, "internal"
-        if exc is not None or not self._handed_over:
+        if exc is not None and self._stream is not None:
+            # The stream was opened but never handed to a client (its front door failed to
+            # start it): close the upstream too, which finishes the request.
+            await self._stream.aclose()
+        elif exc is not None or not self._handed_over:
             await self.finish()
 
     async def finish(self) -> None:
@@ -262,7 +267,7 @@ class Exchange:
         if persona is not None and (farewell := persona.config.farewell):
             chunks = replace_in_stream(chunks, persona.config.marker, farewell, self._farewell_said)
         self._handed_over = True
-        return AnswerStream(
+        self._stream = AnswerStream(
             self,
             stack,
             chunks,
@@ -271,6 +276,7 @@ class Exchange:
             rename=served.route.upstream_model != shown,
             lease=served.lease,
         )
+        return self._stream
 
     # -- the steps -----------------------------------------------------------------------------
 
