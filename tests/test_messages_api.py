@@ -514,6 +514,29 @@ def test_bad_body_is_bad_request_naming_the_field(client: anthropic.Anthropic) -
     assert "messages.0.role" in caught.value.message
 
 
+def test_a_body_too_deep_to_forward_is_bad_request(client: anthropic.Anthropic) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(400):  # JSON parses 1,024 levels, orjson writes 254
+        deep = {"a": deep}
+    tool: Any = {"name": "f", "input_schema": deep}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="fake-model", max_tokens=10, messages=USER, tools=[tool])
+    assert "nested too deeply" in caught.value.message
+    call: Any = {"type": "tool_use", "id": "t1", "name": "f", "input": deep}
+    result: Any = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
+    with pytest.raises(anthropic.BadRequestError) as inside:
+        client.messages.create(
+            model="fake-model",
+            max_tokens=10,
+            messages=[
+                *USER,
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [result]},
+            ],
+        )
+    assert "messages.1.content.0.input: nested too deeply" in inside.value.message
+
+
 def test_upstream_overloaded_is_overloaded_error(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.InternalServerError) as caught:
         client.messages.create(model="busy-model", max_tokens=10, messages=USER)

@@ -283,7 +283,10 @@ def _assistant(message: JSON, param: str) -> list[JSON]:
             call_id, name = block.get("id"), block.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str):
                 raise _invalid(where, "a tool_use block needs 'id' and 'name'")
-            arguments = orjson.dumps(block.get("input") or {}).decode()
+            try:
+                arguments = orjson.dumps(block.get("input") or {}).decode()
+            except orjson.JSONEncodeError:  # parsed up to 1,024 levels; written up to 254
+                raise _invalid(f"{where}.input", "nested too deeply") from None
             calls.append(
                 {
                     "id": call_id,
