@@ -14,6 +14,9 @@ is already closed cannot be placed and ends the stream with an error rather than
 ``message_start`` carries the input tokens when the first chunk does (vLLM's continuous usage
 stats); the final ``message_delta`` always carries the real counts.
 
+Chunks of a Claude model that got the request as it came (``NativeChunk``) carry Anthropic's own
+events: those are relayed instead, as they came but for ``message.model`` (the name asked for).
+
 A ``ping`` follows ``message_start``, as Anthropic sends one, and another whenever
 ``PING_INTERVAL`` passes without a chunk (a long prefill of a big prompt on a local engine): idle
 proxies and clients with read timeouts then keep the connection. SDKs skip pings wherever they
