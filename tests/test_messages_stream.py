@@ -19,6 +19,7 @@ from server.api.messages.errors import stream_error
 from server.api.messages.stream import Encoder, events
 from server.errors import UpstreamProtocolError, UpstreamStatusError
 from server.pipeline.request import StreamChunk
+from server.providers.anthropic_native import NativeChunk
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 
@@ -264,3 +265,53 @@ def test_leaving_early_closes_the_upstream() -> None:
         return closed.is_set()
 
     assert asyncio.run(leave_after_three())
+
+
+def test_claudes_own_events_are_relayed_as_they_came() -> None:
+    vendor = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_vendor",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-test",
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 5, "output_tokens": 1},
+            },
+        },
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Hm."},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "s"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 3},
+        },
+        {"type": "message_stop"},
+    ]
+    chunks: list[StreamChunk | Exception] = [
+        NativeChunk(chunk({"role": "assistant"}).data, vendor[:2]),
+        NativeChunk(chunk({}).data, vendor[2:6]),
+        NativeChunk(usage_chunk(5, 3).data, vendor[6:]),
+    ]
+    stream = run(chunks)
+    assert [data for _, data in stream[1:]] == vendor[1:]  # no event of Puente's own added
+    assert stream[0][1]["message"]["model"] == "shown"  # the name the client asked for
+    message = rebuild(stream)
+    assert message.content[0].type == "thinking" and message.content[0].signature == "s"
