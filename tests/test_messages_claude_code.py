@@ -4,11 +4,9 @@ model (the fake Anthropic vendor, which gets Claude Code's requests as they came
 real tool loop: Claude Code runs the tool the model asked for and sends its result back through
 Puente.
 
-Needs Claude Code, which is not a Python package, so the tests skip without it::
-
-    npm install --prefix /tmp/claude-code @anthropic-ai/claude-code
-    PUENTE_CLAUDE_CODE=/tmp/claude-code/node_modules/.bin/claude \\
-        .venv/bin/python -m pytest -q tests/test_messages_claude_code.py
+Needs Claude Code, which is not a Python package: ``scripts/install-clients.sh`` installs it
+(``make test`` runs it), or ``PUENTE_CLAUDE_CODE`` names a ``claude`` binary; without one the
+tests skip, saying why.
 """
 
 from __future__ import annotations
@@ -29,12 +27,18 @@ from tests.fakes.anthropic_vendor import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.inprocess import InProcessPuente
 
-CLAUDE = os.environ.get("PUENTE_CLAUDE_CODE") or shutil.which("claude")
+# Where scripts/install-clients.sh (part of ``make test``) puts it, unless told otherwise.
+INSTALLED = Path(__file__).resolve().parent.parent / ".cache/clients/node_modules/.bin/claude"
+CLAUDE = (
+    os.environ.get("PUENTE_CLAUDE_CODE")
+    or (str(INSTALLED) if INSTALLED.is_file() else None)
+    or shutil.which("claude")
+)
 ADMIN = "admin-key-for-the-claude-code-tests-0123456789"
 TASK = "Say what hello.py prints"
 
 pytestmark = pytest.mark.skipif(
-    CLAUDE is None, reason="Claude Code is not installed (set PUENTE_CLAUDE_CODE)"
+    CLAUDE is None, reason="Claude Code is not installed: run scripts/install-clients.sh"
 )
 
 

@@ -60,7 +60,11 @@ TOP_LEVEL = {
 SAMPLING = {"temperature", "top_p", "top_k"}
 # Betas that change what a request may hold (Claude Code sends both).
 CONTEXT_MANAGEMENT = "context-management-2025-06-27"  # the top-level ``context_management``
-MID_CONVERSATION_SYSTEM = "mid-conversation-system-2026-04-07"  # ``system`` turns in ``messages``
+# ``system`` turns in ``messages``: the beta's name in Claude Code 2.1.197, then in 2.1.332.
+MID_CONVERSATION_SYSTEM = {
+    "mid-conversation-system-2026-04-07",
+    "mid-conversation-tool-changes-2026-07-01",
+}
 STATUS_OF = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -141,7 +145,7 @@ class FakeAnthropic(VendorServer):
         previous_tool_uses: list[str] = []
         turn = 0  # user and assistant turns alternate; system turns (a beta) stand aside
         for i, message in enumerate(messages):
-            if message.get("role") == "system" and MID_CONVERSATION_SYSTEM in betas:
+            if message.get("role") == "system" and MID_CONVERSATION_SYSTEM & betas:
                 if not _text_of(message.get("content")):
                     raise Invalid(f"messages.{i}: system content must be non-empty text")
                 continue
