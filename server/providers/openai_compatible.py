@@ -19,6 +19,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
+    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -135,7 +136,13 @@ class OpenAICompatibleProvider:
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # The body was parsed (up to 1,024 levels deep) but orjson writes at most 254.
+            raise InvalidRequest(
+                "The request body is nested too deeply to forward.", code="invalid_value"
+            ) from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)
