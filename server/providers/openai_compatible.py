@@ -216,6 +216,7 @@ class OpenAICompatibleProvider:
     async def complete(self, request: ChatRequest) -> JSON:
         async with self._post(request.upstream_body()) as response:
             raw = await self._read(response)
+        raw = self.redact.raw(raw) if self.redact else raw
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -254,6 +255,8 @@ class OpenAICompatibleProvider:
                     data = line[5:].strip()
                     if data == _DONE:
                         return
+                    # Any credential the upstream echoed is masked before anyone reads it.
+                    data = self.redact.raw(data) if self.redact else data
                     parsed = _loads_event(data, name)
                     if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
                         raise error_from_event(parsed, name, self.redact)
@@ -262,9 +265,9 @@ class OpenAICompatibleProvider:
                             f"Model '{name}' sent an event that is not an object."
                         )
                     check_usage(parsed.get("usage"), name)
-                    # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes, with
-                    # any credential the upstream echoed masked.
-                    yield StreamChunk(self.redact.raw(data) if self.redact else data, parsed)
+                    # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes unless
+                    # the gateway changes it.
+                    yield StreamChunk(data, parsed)
                     event = b""
                 elif line.startswith(b"event:"):
                     event = line[6:].strip()

@@ -1,0 +1,194 @@
+"""A hostile upstream behind the OpenAI-compatible path (issue 15, High 1–2, Medium 6–8): its
+credentials never reach a client or the log, its answers cannot take unbounded memory, a broken
+stream always ends with an error event and ``[DONE]``, and its redirects are not followed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.fakes.hostile import HEADER_SECRET, UPSTREAM_KEY, Collector, HostileUpstream
+from tests.support import PuenteProcess, error_envelope
+
+LIMITS = {
+    "max_body_bytes": 1024 * 1024,
+    "max_error_bytes": 16 * 1024,
+    "max_line_bytes": 256 * 1024,
+    "total_timeout": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    fake = Collector().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile(collector: Collector) -> Iterator[HostileUpstream]:
+    fake = HostileUpstream(collector).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def puente(hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    config = {
+        "server": {"upstream_limits": LIMITS},
+        "models": [
+            {
+                "name": "hostile/*",
+                "provider": "openai_compatible",
+                "base_url": hostile.base_url,
+                "api_key": "${HOSTILE_KEY}",
+                "headers": {"X-Upstream-Token": "${HOSTILE_TOKEN}"},
+                "retries": 0,
+            }
+        ],
+    }
+    env = {"HOSTILE_KEY": UPSTREAM_KEY, "HOSTILE_TOKEN": HEADER_SECRET}
+    with PuenteProcess(config, tmp_path_factory.mktemp("hostile"), env=env) as proc:
+        yield proc
+
+
+def _post(puente: PuenteProcess, model: str, stream: bool = False) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    return httpx.post(puente.base_url + "/chat/completions", json=body, timeout=30)
+
+
+def _no_secret(text: str) -> None:
+    assert UPSTREAM_KEY not in text
+    assert HEADER_SECRET not in text
+
+
+# -- High 1: credentials ----------------------------------------------------------------------
+
+
+def test_an_upstream_error_that_quotes_the_credentials_is_masked(
+    puente: PuenteProcess, hostile: HostileUpstream
+) -> None:
+    response = _post(puente, "hostile/quote-key")
+    assert response.status_code == 400
+    error = error_envelope(response)
+    assert "Authorization: Bearer ***" in error["message"]  # the message itself is kept
+    _no_secret(response.text)
+    # The upstream did get both credentials: the test has teeth.
+    sent = hostile.received[-1]
+    assert sent["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent["X-Upstream-Token"] == HEADER_SECRET
+    _no_secret(puente.logs())
+
+
+def test_an_answer_that_quotes_the_credentials_is_masked(puente: PuenteProcess) -> None:
+    response = _post(puente, "hostile/answer-quote")
+    assert response.status_code == 200
+    assert "Bearer ***" in response.json()["choices"][0]["message"]["content"]
+    _no_secret(response.text)
+
+
+def test_an_upstream_401_is_puentes_problem_not_the_clients_key(puente: PuenteProcess) -> None:
+    response = _post(puente, "hostile/auth")
+    assert response.status_code == 502
+    error = error_envelope(response)
+    assert error["code"] == "upstream_auth_failed"
+    assert error["type"] == "upstream_error"
+    assert "operator" in error["message"]
+    _no_secret(response.text)
+
+
+@pytest.mark.parametrize("behaviour", ["stream-quote", "chunk-quote"])
+def test_credentials_quoted_inside_a_stream_are_masked(
+    puente: PuenteProcess, behaviour: str
+) -> None:
+    response = _post(puente, f"hostile/{behaviour}", stream=True)
+    assert response.status_code == 200
+    assert "Bearer ***" in response.text
+    _no_secret(response.text)
+    assert response.text.rstrip().endswith("data: [DONE]")
+    _no_secret(puente.logs())
+
+
+# -- High 2: bounded reads --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("behaviour", ["bomb", "endless"])
+def test_an_answer_over_the_body_limit_is_refused(puente: PuenteProcess, behaviour: str) -> None:
+    response = _post(puente, f"hostile/{behaviour}")
+    assert response.status_code == 502
+    error = error_envelope(response)
+    assert error["code"] == "upstream_bad_response"
+    assert f"limit of {LIMITS['max_body_bytes']} bytes" in error["message"]
+
+
+def test_a_huge_error_body_is_cut_not_relayed(puente: PuenteProcess) -> None:
+    response = _post(puente, "hostile/huge-error")
+    assert response.status_code == 502
+    error_envelope(response)
+    assert len(response.content) < 4096
+
+
+def _events(text: str) -> list[str]:
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize(
+    "behaviour", ["huge-line", "endless-line", "garbage", "bad-utf8", "bad-usage"]
+)
+def test_a_broken_stream_ends_with_an_error_event_and_done(
+    puente: PuenteProcess, behaviour: str
+) -> None:
+    response = _post(puente, f"hostile/{behaviour}", stream=True)
+    assert response.status_code == 200
+    events = _events(response.text)
+    assert events[-1] == "[DONE]"
+    assert orjson.loads(events[0])["choices"][0]["delta"]["content"] == "Hello"
+    # Nothing but the good chunk and one error event: no garbage relayed.
+    error = orjson.loads(events[-2])["error"]
+    assert error["code"] == "upstream_bad_response", error
+    assert len(events) == 3, events
+
+
+def test_the_openai_sdk_sees_a_broken_stream_as_an_error(puente: PuenteProcess) -> None:
+    with openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model="hostile/garbage", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError):
+            for _ in stream:
+                pass
+
+
+def test_negative_usage_is_a_protocol_error(puente: PuenteProcess) -> None:
+    response = _post(puente, "hostile/negative-usage")
+    assert response.status_code == 502
+    assert error_envelope(response)["code"] == "upstream_bad_response"
+
+
+def test_a_garbled_retry_after_does_not_break_the_answer(puente: PuenteProcess) -> None:
+    response = _post(puente, "hostile/retry-after")
+    assert response.status_code == 429
+    error_envelope(response)
+    assert "retry-after" not in response.headers
+    assert response.headers["x-request-id"]
+
+
+# -- Medium 8: redirects -----------------------------------------------------------------------
+
+
+def test_a_redirect_is_not_followed(puente: PuenteProcess, collector: Collector) -> None:
+    response = _post(puente, "hostile/redirect")
+    assert response.status_code == 502
+    assert "redirect" in error_envelope(response)["message"]
+    assert collector.received == []  # neither the prompt nor the credentials went there
+
+
+def test_the_gateway_still_serves_after_all_that(puente: PuenteProcess, tmp_path: Path) -> None:
+    assert httpx.get(puente.url + "/health", timeout=5).status_code == 200
+    _no_secret(puente.logs())
