@@ -28,7 +28,7 @@ from server.errors import UpstreamProtocolError
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers import chat_params as p
 from server.providers import chat_shapes as shapes
-from server.providers.images import Image, ImageFetcher, parse_data_url
+from server.providers.images import Image, ImageBudget, ImageFetcher, parse_data_url
 
 log = logging.getLogger("puente.gemini")
 
@@ -81,12 +81,13 @@ _READ = frozenset(
 # -- request --------------------------------------------------------------------------------------
 
 
-async def _image(part: p.ImageURL, images: ImageFetcher) -> types.Part:
+async def _image(part: p.ImageURL, images: ImageFetcher, budget: ImageBudget) -> types.Part:
     image: Image
+    budget.admit(part.param)
     if part.url.startswith("data:"):
-        image = parse_data_url(part.url, part.param)
+        image = budget.spend(parse_data_url(part.url, part.param), part.param)
     elif part.url.startswith(("https://", "http://")):
-        image = await images.fetch(part.url, part.param)
+        image = await images.fetch(part.url, part.param, budget)
     else:
         raise p.invalid(part.param, "Image URLs must be http(s) or data: URLs.")
     return types.Part(inline_data=types.Blob(mime_type=image.media_type, data=image.data))
@@ -131,6 +132,7 @@ async def convert_messages(
     system: list[str] = []
     contents: list[types.Content] = []
     names: dict[str, str] = {}
+    budget = images.budget()
 
     def add(role: str, parts: list[types.Part]) -> None:
         if not parts:
@@ -153,7 +155,7 @@ async def convert_messages(
                 if isinstance(part, p.Text):
                     parts.append(types.Part(text=part.text))
                 else:
-                    parts.append(await _image(part, images))
+                    parts.append(await _image(part, images, budget))
             add("user", parts)
         elif role == "assistant":
             text = p.plain_text(content, f"{param}.content", VENDOR)
