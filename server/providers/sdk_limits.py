@@ -125,10 +125,11 @@ class BoundedTransport(httpx2.AsyncBaseTransport):
             truncate=is_error,
             line_limit=limits.max_line_bytes if is_stream and not is_error else None,
         )
+        # Raw bytes: an upstream's header that is not ASCII must not fail the rebuild.
         headers = [
             (k, v)
-            for k, v in response.headers.multi_items()
-            if k.lower() not in ("content-encoding", "content-length")
+            for k, v in response.headers.raw
+            if k.lower() not in (b"content-encoding", b"content-length")
         ]
         return httpx2.Response(
             response.status_code,

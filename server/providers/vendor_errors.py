@@ -31,6 +31,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import pydantic
 from google.genai import errors as genai_errors
 
 from server.errors import (
@@ -367,6 +368,8 @@ def _gemini_api(exc: genai_errors.APIError, ctx: ErrorContext) -> PuenteError:
 
 
 GEMINI: dict[type[BaseException], Translate] = {
+    # The SDK validates answers against its types: one that does not fit is off-protocol.
+    pydantic.ValidationError: protocol,
     genai_errors.APIError: _gemini_api,
     genai_errors.ClientError: _gemini_api,
     genai_errors.ServerError: _gemini_api,
