@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from server.access import start_access, stop_access
 from server.api import admin, chat, health, models
-from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError
@@ -117,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if settings.config.server.cors.allow_origins:  # outermost: preflights need no key
+        app.add_middleware(CorsMiddleware, config=settings.config.server.cors)
     return app
 
 

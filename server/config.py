@@ -240,9 +240,9 @@ class CorsConfig(_Strict):
 
     allow_origins: list[str] = Field(default_factory=list)
     """Exact origins (``https://app.example.com``) or ``*`` for any."""
-    allow_headers: list[str] = Field(
-        default_factory=lambda: ["authorization", "content-type", "x-request-id"]
-    )
+    allow_headers: list[str] = Field(default_factory=lambda: ["*"])
+    """Request headers a browser may send; ``*``: whatever it asks for (SDKs send their own
+    ``x-stainless-*`` ones). Origins, not headers, are what keeps other sites out."""
     max_age: Annotated[int, Field(ge=0)] = 600
     """Seconds a browser may cache a preflight answer."""
 
