@@ -201,6 +201,20 @@ def test_the_openai_sdk_sees_a_broken_stream_as_an_error(puente: PuenteProcess) 
                 pass
 
 
+@PATHS
+def test_an_error_as_the_first_event_keeps_its_status(puente: PuenteProcess, path: str) -> None:
+    response = _post(puente, f"{path}/first-error", stream=True)
+    assert response.status_code == 429, response.text
+    error_envelope(response)
+
+
+@PATHS
+def test_an_event_stream_for_a_whole_answer_is_a_502(puente: PuenteProcess, path: str) -> None:
+    response = _post(puente, f"{path}/sse-for-whole")
+    assert response.status_code == 502, response.text
+    assert error_envelope(response)["code"] == "upstream_bad_response"
+
+
 def test_negative_usage_is_a_protocol_error(puente: PuenteProcess) -> None:
     response = _post(puente, "hostile/negative-usage")
     assert response.status_code == 502

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -244,9 +244,19 @@ class OpenAICompatibleProvider:
                 raise UpstreamProtocolError(
                     f"Model '{self.config.name}' did not answer with an event stream."
                 )
-            yield self._chunks(response)
+            chunks = self._chunks(response)
+            try:
+                # Pulled before the gateway answers 200, so an error the upstream sends as its
+                # first event (a 429 from a proxy) keeps its real HTTP status.
+                try:
+                    first: StreamChunk | None = await anext(chunks)
+                except StopAsyncIteration:
+                    first = None
+                yield _after(first, chunks)
+            finally:
+                await chunks.aclose()
 
-    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamChunk, None]:
         name, limit = self.config.name, self.limits.max_line_bytes
         event = b""
         try:
@@ -333,6 +343,16 @@ class OpenAICompatibleProvider:
             down = [e for e in self.balancer.endpoints if not e.healthy]
             if down:
                 await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in down))
+
+
+async def _after(
+    first: StreamChunk | None, rest: AsyncIterator[StreamChunk]
+) -> AsyncIterator[StreamChunk]:
+    if first is None:
+        return
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _loads_event(data: bytes, name: str) -> Any:

@@ -3,9 +3,11 @@ send back. The upstream model name picks the behaviour (``hostile/<behaviour>`` 
 wildcard model entry), so one fake serves a whole test module::
 
     quote-key       400 whose message quotes the request's Authorization and X-Upstream-Token
+    sse-for-whole   an event stream in answer to a request that did not ask for one
     answer-quote    a whole answer whose content quotes the key
     auth            401 whose message quotes the key (as some proxies do)
     stream-quote    a stream whose error event quotes the key
+    first-error     a stream whose first event is a 429 error
     chunk-quote     a stream chunk whose content quotes the key
     bomb            200 JSON, gzip-compressed: 300 KiB on the wire, 64 MiB decompressed
     endless         200 JSON that never ends
@@ -135,6 +137,10 @@ class HostileUpstream(ThreadedServer):
         match behaviour:
             case "quote-key":
                 return _error(400, quoted)
+            case "sse-for-whole":
+                if not body.get("stream"):
+                    text = b"data: " + orjson.dumps(completion("hi")) + b"\n\ndata: [DONE]\n\n"
+                    return web.Response(body=text, content_type="text/event-stream")
             case "answer-quote":
                 return web.json_response(completion(quoted))
             case "auth":
@@ -180,6 +186,11 @@ class HostileUpstream(ThreadedServer):
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if behaviour == "first-error":
+            error = {"error": {"message": "Rate limit reached", "type": "rate_limit_error",
+                               "code": 429}}  # fmt: skip
+            await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+            return response
         await response.write(_chunk("Hello"))
         match behaviour:
             case "stream-quote":
