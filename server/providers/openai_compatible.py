@@ -320,6 +320,7 @@ class OpenAICompatibleProvider:
                 self._probe_url(endpoint),
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,  # the credentials go nowhere but the endpoint
             ) as response:
                 # Only the status matters; the body is not read (the connection is closed).
                 if response.status == 200:
