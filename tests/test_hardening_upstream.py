@@ -215,6 +215,22 @@ def test_an_event_stream_for_a_whole_answer_is_a_502(puente: PuenteProcess, path
     assert error_envelope(response)["code"] == "upstream_bad_response"
 
 
+def test_content_nested_too_deep_to_forward_is_a_400(puente: PuenteProcess) -> None:
+    # Deep enough that orjson cannot write it (255), shallow enough that it reads it (1024); in
+    # a field Puente passes on as it is (an extra field vendors may take).
+    nested: Any = "deep"
+    for _ in range(400):
+        nested = {"a": nested}
+    body = {
+        "model": "hostile/answer-quote",
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata_extra": nested,
+    }
+    response = httpx.post(puente.base_url + "/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in error_envelope(response)["message"]
+
+
 def test_negative_usage_is_a_protocol_error(puente: PuenteProcess) -> None:
     response = _post(puente, "hostile/negative-usage")
     assert response.status_code == 502

@@ -19,6 +19,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
+    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -154,7 +155,13 @@ class OpenAICompatibleProvider:
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # orjson writes at most 255 levels of nesting but reads 1024: a body it parsed may
+            # not be writable. Only a client's content nests that deep.
+            message = "The request is nested too deeply (more than 255 levels)."
+            raise InvalidRequest(message) from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)
