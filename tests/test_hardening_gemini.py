@@ -7,8 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from server.config import ModelConfig, Timeouts
+from server.errors import UpstreamTimeout
+from server.pipeline.request import ChatRequest
+from server.providers.cloud import CloudClients
+from server.providers.gemini_provider import GeminiProvider
 from tests.fakes.gemini_vendor import FakeGemini
 from tests.support import PuenteProcess, error_envelope
 
@@ -84,3 +90,27 @@ def test_usage_that_is_not_counts_is_a_protocol_error(
         if response.status_code == 200:
             assert '"type":"upstream_error"' in response.text
             assert response.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_a_vendor_stream_past_its_total_timeout_is_cut(gemini_vendor: FakeGemini) -> None:
+    # Eight pieces 0.4 s apart: every wait is within ``read``, the whole is past ``total``.
+    gemini_vendor.program("slow-stream", delay=0.4, reply="one two three four five six seven eight")
+    config = ModelConfig(
+        name="gemini-slow-stream",
+        provider="gemini",
+        base_url=gemini_vendor.url,
+        api_key=gemini_vendor.api_key,
+        timeouts=Timeouts(read=5, total=1),
+    )
+    clients = CloudClients()
+    provider = GeminiProvider(config, clients)
+    body = {"model": "slow-stream", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    received = 0
+    try:
+        with pytest.raises(UpstreamTimeout):
+            async with provider.stream(ChatRequest.parse(orjson.dumps(body))) as chunks:
+                async for _ in chunks:
+                    received += 1
+    finally:
+        await clients.aclose()
+    assert received >= 1  # it had started: the total, not the first wait, cut it
