@@ -20,6 +20,7 @@ from server.providers import sdk_limits
 from server.providers.base import Health
 from server.providers.redact import Redactor
 from server.providers.vendor_errors import ErrorContext, Translate, translate
+from server.resilience.breaker import CircuitBreaker
 
 T = TypeVar("T")
 
@@ -90,6 +91,12 @@ class SDKProvider:
                 yield chunk
         except self.caught as exc:
             raise self.failure(exc) from None
+
+    def engine_state(self) -> str | None:
+        return None
+
+    def endpoint_breakers(self) -> list[tuple[str, CircuitBreaker]]:
+        return []
 
     async def start(self) -> None:
         """Nothing to launch: the SDK client was built with the provider."""
