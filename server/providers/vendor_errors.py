@@ -292,7 +292,6 @@ _ANTHROPIC_STATUS_CLASSES: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.LinkedOrganizationBillingUnavailableError,
     anthropic.LinkedOrganizationSpendLimitReachedError,
     anthropic.OrganizationOnHoldError,
-    anthropic.OrganizationURLFetchDisabledError,
     anthropic.OrganizationTypeNotSupportedError,
     anthropic.ParentOrganizationRequiredError,
     anthropic.RampLimitExceededError,
@@ -300,7 +299,6 @@ _ANTHROPIC_STATUS_CLASSES: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.RequestBodyEncodingUnsupportedError,
     anthropic.RequestBodyTooLargeAfterDecodingError,
     anthropic.SandboxEgressRestrictedError,
-    anthropic.StorageNotReadyError,
     anthropic.WorkspaceHumanReviewDisabledError,
 )
 
