@@ -13,6 +13,8 @@ import openai
 import orjson
 import pytest
 
+from server.config import ModelConfig
+from server.providers.redact import Redactor
 from tests.fakes.hostile import HEADER_SECRET, UPSTREAM_KEY, Collector, HostileUpstream
 from tests.support import PuenteProcess, error_envelope
 
@@ -78,6 +80,20 @@ def _no_secret(text: str) -> None:
 
 
 # -- High 1: credentials ----------------------------------------------------------------------
+
+
+def test_the_redactor_masks_every_credential_a_model_sends() -> None:
+    config = ModelConfig(
+        name="m",
+        provider="openai_compatible",
+        base_url="http://upstream",
+        api_key="sk-key-123456",
+        headers={"Authorization-2": "Bearer tok-abcdefgh", "X-Flag": "1", "X-Org": "org-7777777"},
+    )
+    redact = Redactor.for_model(config)
+    text = "key sk-key-123456, bearer Bearer tok-abcdefgh, token tok-abcdefgh, org org-7777777, 1"
+    assert redact(text) == "key ***, bearer ***, token ***, org ***, 1"
+    assert redact.raw(text.encode()) == redact(text).encode()
 
 
 PATHS = pytest.mark.parametrize("path", ["hostile", "sdk"])
@@ -159,6 +175,15 @@ def test_a_huge_error_body_is_cut_not_relayed(puente: PuenteProcess, path: str) 
     assert response.status_code == 502
     error_envelope(response)
     assert len(response.content) < 4096
+
+
+@PATHS
+def test_a_long_upstream_message_is_cut(puente: PuenteProcess, path: str) -> None:
+    response = _post(puente, f"{path}/long-error")
+    assert response.status_code == 400
+    message = error_envelope(response)["message"]
+    assert message.endswith("[cut]")
+    assert 2000 <= len(message) < 2100
 
 
 def _events(text: str) -> list[str]:

@@ -34,6 +34,7 @@ from server.providers.bounded import TooLarge, lines, read_body, read_prefix
 from server.providers.redact import Redactor
 from server.providers.upstream_errors import (
     auth_failed,
+    brief,
     check_usage,
     retry_after,
     retry_after_header,
@@ -79,7 +80,7 @@ def error_from_status(
         error_type = None
     return UpstreamStatusError(
         status,
-        redact(message),
+        brief(redact(message)),
         error_type=error_type,
         param=param and redact(param),
         code=code and redact(code),
@@ -98,7 +99,7 @@ def error_from_event(data: Any, name: str, redact: Redactor) -> PuenteError:
     if status in (401, 403):
         return auth_failed("The upstream", name, status)
     message = _str(err.get("message")) or "The upstream failed mid-stream."
-    return UpstreamStatusError(status, redact(message), error_type=_str(err.get("type")))
+    return UpstreamStatusError(status, brief(redact(message)), error_type=_str(err.get("type")))
 
 
 def _str(value: Any) -> str | None:

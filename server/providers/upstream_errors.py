@@ -15,6 +15,13 @@ from server.errors import UpstreamError, UpstreamProtocolError
 MAX_RETRY_AFTER = 24 * 3600.0
 
 USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# An upstream's error message is passed on to the client and the log; this much is plenty.
+MAX_MESSAGE = 2000
+
+
+def brief(message: str) -> str:
+    """An upstream's message, cut to a length worth relaying."""
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [cut]"
 
 
 def seconds(value: float) -> float | None:

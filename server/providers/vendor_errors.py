@@ -44,7 +44,13 @@ from server.errors import (
     UpstreamTimeout,
 )
 from server.providers.redact import Redactor
-from server.providers.upstream_errors import auth_failed, retry_after, retry_after_header, seconds
+from server.providers.upstream_errors import (
+    auth_failed,
+    brief,
+    retry_after,
+    retry_after_header,
+    seconds,
+)
 
 log = logging.getLogger("puente.upstream")
 
@@ -77,7 +83,7 @@ def from_status(
     wait: float | None = None,
 ) -> PuenteError:
     """A vendor's HTTP error status (or its equivalent inside a stream) as Puente's error."""
-    said = ctx.redact(message or f"HTTP {status}")
+    said = brief(ctx.redact(message or f"HTTP {status}"))
     text = f"{ctx.vendor}: {said}"
     if status in (401, 403):
         return auth_failed(ctx.vendor, ctx.model, status)

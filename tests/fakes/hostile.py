@@ -11,6 +11,7 @@ wildcard model entry), so one fake serves a whole test module::
     chunk-quote     a stream chunk whose content quotes the key
     bomb            200 JSON, gzip-compressed: 300 KiB on the wire, 64 MiB decompressed
     endless         200 JSON that never ends
+    long-error      400 whose message is 10,000 characters
     huge-error      500 whose JSON error message is 8 MiB
     huge-line       a stream with one 4 MiB line after a good chunk
     endless-line    a stream whose second line never ends
@@ -160,6 +161,8 @@ class HostileUpstream(ThreadedServer):
                 )
             case "endless":
                 return await self._endless(request, b'{"id": "chatcmpl-x", "choices": [], "x": "')
+            case "long-error":
+                return _error(400, "y" * 10_000)
             case "huge-error":
                 message = "x" * (8 * 1024 * 1024)
                 return _error(500, message)
