@@ -12,6 +12,8 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from server.config import HttpLimits
+from server.http_guard import uvicorn_options
 from tests.support import PuenteProcess
 
 HTTP = {
@@ -120,3 +122,12 @@ def test_connections_past_the_cap_get_503(tmp_path_factory: pytest.TempPathFacto
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert status == 200
+
+
+def test_the_defaults_bound_every_connection() -> None:
+    options = uvicorn_options(HttpLimits())
+    assert options["timeout_keep_alive"] == 5
+    assert options["limit_concurrency"] == 1000
+    assert isinstance(options["http"], type)  # the guarded httptools protocol
+    assert HttpLimits().max_header_bytes == 32 * 1024
+    assert HttpLimits().header_timeout == 10
