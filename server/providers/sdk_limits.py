@@ -89,10 +89,12 @@ class BoundedStream(httpx2.AsyncByteStream):
     def _check_lines(self, piece: bytes) -> None:
         if self._line_limit is None:
             return
-        last = piece.rfind(b"\n")
-        self._line = len(piece) - last - 1 if last >= 0 else self._line + len(piece)
-        if self._line > self._line_limit:
+        # The first segment continues the line in progress; the last one starts the next.
+        segments = piece.split(b"\n")
+        lengths = [self._line + len(segments[0]), *(len(s) for s in segments[1:])]
+        if max(lengths) > self._line_limit:
             raise httpx2.DecodingError(f"a stream line is longer than {self._line_limit} bytes")
+        self._line = lengths[-1]
 
     async def aclose(self) -> None:
         await self._inner.aclose()
