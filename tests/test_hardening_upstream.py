@@ -5,7 +5,6 @@ stream always ends with an error event and ``[DONE]``, and its redirects are not
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -281,6 +280,7 @@ def test_a_redirect_is_not_followed(puente: PuenteProcess, collector: Collector,
     assert collector.received == []  # neither the prompt nor the credentials went there
 
 
-def test_the_gateway_still_serves_after_all_that(puente: PuenteProcess, tmp_path: Path) -> None:
+def test_the_gateway_still_serves_after_all_that(puente: PuenteProcess) -> None:
+    # Last in the module (tests run in file order): nothing above leaked a credential to the log.
     assert httpx.get(puente.url + "/health", timeout=5).status_code == 200
     _no_secret(puente.logs())
