@@ -17,6 +17,10 @@ Clients that cannot add a body field (the Messages front door drops unknown fiel
 directives per upstream model name: ``fake.programs["tools-model"] = {"tool_calls": 1}``. A
 programmed model stops calling tools once a tool's result comes back, as a model in a tool loop.
 
+Clients that cannot add a body field (the Messages front door drops unknown fields) get the same
+directives per upstream model name: ``fake.programs["tools-model"] = {"tool_calls": 1}``. A
+programmed model stops calling tools once a tool's result comes back, as a model in a tool loop.
+
 Everything received is recorded (``received``), and so is every connection the fake saw a client
 close while it was still answering (``closed``), with the time it noticed.
 """
