@@ -319,3 +319,15 @@ async def test_async_streaming_with_the_stream_helper(
         deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
         final = await stream.get_final_response()
     assert "".join(deltas) == final.output_text == "Hello! You said: async stream"
+
+
+def test_input_tokens_counts_the_conversation(client: openai.OpenAI) -> None:
+    short = client.responses.input_tokens.count(model="fake-model", input="Hi")
+    assert short.object == "response.input_tokens" and short.input_tokens > 0
+    first = client.responses.create(model="fake-model", input="A longer first question here")
+    longer = client.responses.input_tokens.count(
+        model="fake-model", input="Hi", previous_response_id=first.id
+    )
+    assert longer.input_tokens > short.input_tokens  # the earlier turn counts too
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_tokens.count(model="no-such-model", input="Hi")

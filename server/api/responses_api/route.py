@@ -1,5 +1,6 @@
 """``POST /v1/responses`` and the stored responses (``GET`` / ``DELETE /v1/responses/{id}``,
-``GET /v1/responses/{id}/input_items``, ``POST /v1/responses/{id}/cancel``).
+``GET /v1/responses/{id}/input_items``, ``POST /v1/responses/{id}/cancel``), and
+``POST /v1/responses/input_tokens`` (exact on models that can count, else an estimate).
 
 The door translates (``request``, ``answer``, ``stream``); the shared driver
 (``server/api/front_door.py``) does everything else, as for every front door. Every model is
@@ -24,16 +25,18 @@ from starlette.responses import Response
 from server.access.auth import Access
 from server.api.deps import authenticate, runtime_of
 from server.api.front_door import Call, Parsed, serve
+from server.api.messages.tokens import estimate
 from server.api.responses_api.answer import Echo, to_response
 from server.api.responses_api.request import translate
 from server.api.responses_api.store import ANY_KEY, Owner, ResponseStore
 from server.api.responses_api.stream import Encoder, events
 from server.api.sse import SSEResponse, event_frame
 from server.api.wire import JSONResponse, error_response
-from server.errors import InvalidRequest, PuenteError
+from server.errors import InvalidRequest, ModelNotFound, PuenteError
 from server.lifecycle.runtime import Runtime
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest, load_object
+from server.providers.base import TokenCounter
 
 log = logging.getLogger("puente.responses")
 
@@ -138,6 +141,40 @@ async def create_response(request: Request) -> Response:
         else:
             response.headers[SKIPPED_HEADER] = value
     return response
+
+
+@router.post("/v1/responses/input_tokens", response_model=None)
+async def count_input_tokens(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        principal = await authenticate(request)
+        body = load_object(await request.body())
+        model = body.get("model")
+        if isinstance(model, str) and not principal.may_use(model):
+            raise ModelNotFound.named(model)
+        history: list[JSON] = []
+        if isinstance(previous := body.get("previous_response_id"), str):
+            store = responses_of(runtime)
+            history = (await store.load(previous, principal.name, "previous_response_id")).items
+        chat = ChatRequest.from_body(translate({**body, "stream": False}, history).chat)
+        snapshot = runtime.pipeline.snapshot
+        persona = snapshot.personas.get(chat.model)
+        route = snapshot.catalog.resolve(persona.model if persona else chat.model)
+        if persona is not None:
+            chat = persona.apply(chat)  # its system prompt is input too
+    except PuenteError as error:
+        return error_response(error)
+    count, how = estimate(chat.body), "estimate"
+    if isinstance(route.provider, TokenCounter):
+        try:
+            count = await route.provider.count_tokens(chat.for_attempt(route.upstream_model))
+            how = "exact"
+        except PuenteError as error:
+            log.info("exact count failed, estimated instead: %s", error.message)
+    return JSONResponse(
+        {"object": "response.input_tokens", "input_tokens": count},
+        headers={"x-puente-token-count": how},
+    )
 
 
 async def _owner(request: Request) -> tuple[ResponseStore, Owner]:
