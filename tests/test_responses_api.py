@@ -190,9 +190,17 @@ def test_hosted_tools_are_skipped_and_named_in_a_header(client: openai.OpenAI) -
     raw = client.responses.with_raw_response.create(
         model="fake-model",
         input="Hi",
-        tools=[WEATHER, {"type": "web_search"}, {"type": "image_generation"}],
+        tools=[
+            WEATHER,
+            {"type": "web_search"},
+            {"type": "image_generation"},
+            {"type": "namespace", "name": "útil\r\nx-evil: 1", "tools": []},
+        ],
     )
-    assert raw.headers["x-puente-skipped-tools"] == "web_search, image_generation"
+    assert raw.headers["x-puente-skipped-tools"] == (
+        "web_search, image_generation, %C3%BAtil%0D%0Ax-evil:%201"
+    )
+    assert "x-evil" not in raw.headers
     assert raw.parse().output_text.startswith("Hello!")
 
 

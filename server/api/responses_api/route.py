@@ -31,7 +31,7 @@ from server.api.responses_api.request import translate
 from server.api.responses_api.store import ANY_KEY, Owner, ResponseStore
 from server.api.responses_api.stream import Encoder, events
 from server.api.sse import SSEResponse, event_frame
-from server.api.wire import JSONResponse, error_response
+from server.api.wire import JSONResponse, error_response, model_header
 from server.errors import InvalidRequest, ModelNotFound, PuenteError
 from server.lifecycle.runtime import Runtime
 from server.pipeline.pipeline import Answer, AnswerStream
@@ -135,7 +135,8 @@ async def create_response(request: Request) -> Response:
     _skipped.set(None)
     response = await serve(request, DOOR)
     if skipped := _skipped.get():
-        value = ", ".join(skipped)
+        # Names come from the client: anything outside printable ASCII is percent-encoded.
+        value = ", ".join(model_header(name) for name in skipped)
         if isinstance(response, SSEResponse):
             response.extra_headers = {**response.extra_headers, SKIPPED_HEADER: value}
         else:
