@@ -23,6 +23,7 @@ from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
+from server.api.responses_api import route as responses
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
@@ -120,6 +121,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     )
     app.include_router(chat.router)
     app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

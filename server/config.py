@@ -299,6 +299,15 @@ class ServerConfig(_Strict):
     """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
 
 
+class ResponsesConfig(_Strict):
+    """Stored responses of ``POST /v1/responses`` (``server/api/responses_api/``)."""
+
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    """How long a stored response can be continued or read; pruned after that."""
+    max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    """A response whose input and output together exceed this is answered but not stored."""
+
+
 AuthMode = Literal["keys", "none"]
 
 
@@ -314,6 +323,7 @@ class Config(_Strict):
     """Shared rate-limit state for several replicas; unset: limits kept in memory."""
     data_dir: str | None = None
     """Where the SQLite file lives; unset: ``$PUENTE_DATA_DIR``, else beside the config file."""
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     personas: list[PersonaConfig] = Field(default_factory=list)
     """Named experts on top of the models (``server/personas/persona.py``); reloaded with SIGHUP."""
 

@@ -10,7 +10,12 @@ Directives (all optional): ``status`` (answer that HTTP error), ``hang`` (second
 headers), ``delay`` (seconds between chunks / before a whole answer), ``fail_after`` (send an
 error event after that many chunks), ``reset_after`` (drop the TCP connection after that many
 chunks), ``malformed`` (a body that is not JSON), ``no_done`` (end the stream without [DONE]),
-``tool_calls`` (answer with that many tool calls), ``reply`` (the text to answer).
+``tool_calls`` (answer with that many tool calls), ``arguments`` (their arguments, an object),
+``reply`` (the text to answer).
+
+Clients that cannot add a body field (the Messages front door drops unknown fields) get the same
+directives per upstream model name: ``fake.programs["tools-model"] = {"tool_calls": 1}``. A
+programmed model stops calling tools once a tool's result comes back, as a model in a tool loop.
 
 Clients that cannot add a body field (the Messages front door drops unknown fields) get the same
 directives per upstream model name: ``fake.programs["tools-model"] = {"tool_calls": 1}``. A
@@ -180,14 +185,12 @@ class FakeOpenAI(ThreadedServer):
             name = tools[i % len(tools)]["function"]["name"] if tools else "f"
             # Derived from the request, so the same request gets the same ids (as tests compare).
             digest = hashlib.sha256(orjson.dumps(body.get("messages"))).hexdigest()[:12]
+            arguments = fake.get("arguments", {"city": f"Lima{i}"})
             calls.append(
                 {
                     "id": f"call_{digest}_{i}",
                     "type": "function",
-                    "function": {
-                        "name": name,
-                        "arguments": orjson.dumps({"city": f"Lima{i}"}).decode(),
-                    },
+                    "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
                 }
             )
         return calls
