@@ -19,6 +19,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
+    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -140,7 +141,15 @@ class OpenAICompatibleProvider:
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # Parsed fine, but nested past what the encoder writes (255 levels): no upstream
+            # would take it either.
+            raise InvalidRequest(
+                "The request body nests JSON too deeply to be sent upstream.",
+                code="invalid_value",
+            ) from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)

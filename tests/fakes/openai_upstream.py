@@ -430,7 +430,7 @@ def text_choices(
         prompt_text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
         prompt_tokens += tokens(prompt)
         reply = fake.get("reply") or f" and then the story of {prompt_text} goes on."
-        words, finish = _words(reply), "stop"
+        words, finish = [w for w in _words(reply) if w], "stop"
         limit = body.get("max_tokens")
         if limit is not None and len(words) > limit:
             words, finish = words[:limit], "length"
