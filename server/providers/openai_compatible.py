@@ -1,5 +1,6 @@
 """Any upstream that speaks OpenAI's Chat Completions over HTTP: vLLM, OpenAI-compatible vendors,
-Ollama, llama.cpp's server.
+Ollama, llama.cpp's server; and, on the same request code (``_post`` with a path), its
+``/embeddings`` and legacy ``/completions``.
 
 Requests go out as the client sent them (model name swapped); answers come back parsed once.
 Stream chunks are relayed as the upstream's bytes, parsed only where someone needs to read them.
