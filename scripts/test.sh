@@ -13,6 +13,8 @@ scripts/install-engine.sh
 .venv/bin/puente models prepare --embedding
 # Debian's chromium, which the web console's browser tests drive (tests/test_console.py).
 scripts/install-browser.sh
+# Claude Code and Codex CLI, which the Messages and Responses tests drive through Puente.
+scripts/install-clients.sh
 # Postgres and Redis for the multi-replica tests (needs root on a fresh machine);
 # PUENTE_SKIP_SERVICES=1 skips those tests instead.
 if [[ "${PUENTE_SKIP_SERVICES:-}" != 1 ]]; then

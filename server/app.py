@@ -21,6 +21,7 @@ from server import console
 from server.access import start_access
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
+from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
@@ -120,6 +121,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     app.include_router(chat.router)
     app.include_router(embeddings.router)
     app.include_router(completions.router)
+    app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -145,11 +145,9 @@ class OpenAICompatibleProvider:
         try:
             payload = orjson.dumps(body)
         except orjson.JSONEncodeError:
-            # Parsed fine, but nested past what the encoder writes (255 levels): no upstream
-            # would take it either.
+            # The body was parsed (up to 1,024 levels deep) but orjson writes at most 254.
             raise InvalidRequest(
-                "The request body nests JSON too deeply to be sent upstream.",
-                code="invalid_value",
+                "The request body is nested too deeply to forward.", code="invalid_value"
             ) from None
         tried: set[str] = set()
         while True:
