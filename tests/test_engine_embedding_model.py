@@ -16,6 +16,9 @@ from server.engine import embedding_model, prepare
 from server.engine.embedding_model import is_embedding_prepared, prepare_embedding_model
 from server.engine.prepare import PrepareError
 from server.engine.supervisor import engine_command
+from server.errors import InvalidRequest
+from server.pipeline.request import Operation
+from server.providers.tasks import check_task
 
 PYTHON = Path("/engine/bin/python")
 
@@ -85,3 +88,27 @@ def test_default_embedding_launches_on_the_pooling_runner() -> None:
 )
 def test_which_entries_are_embedding_models(entry: dict[str, object], embeds: bool) -> None:
     assert ModelConfig.model_validate({"name": "m", **entry}).embeds is embeds
+
+
+@pytest.mark.parametrize(
+    ("entry", "operation", "endpoint"),
+    [
+        ({"provider": "vllm", "launch": {"model": "default"}}, "embeddings", "/v1/embeddings"),
+        ({"provider": "openai", "task": "chat"}, "embeddings", "/v1/embeddings"),
+        ({"provider": "vllm", "launch": {"model": "default-embedding"}}, "chat", "/v1/embeddings"),
+        ({"provider": "gemini", "model": "gemini-embedding-001"}, "completions", "/v1/embeddings"),
+    ],
+)
+def test_a_request_of_the_other_kind_is_a_400_naming_the_endpoint(
+    entry: dict[str, object], operation: Operation, endpoint: str
+) -> None:
+    config = ModelConfig.model_validate({"name": "m", **entry})
+    with pytest.raises(InvalidRequest, match=endpoint) as caught:
+        check_task(config, operation)
+    assert caught.value.param == "model"
+
+
+def test_entries_not_known_to_be_chat_models_pass_embeddings_on() -> None:
+    # A cloud model or a wildcard: its upstream knows best.
+    check_task(ModelConfig(name="gpt-4o", provider="openai"), "embeddings")
+    check_task(ModelConfig(name="v/*", provider="openai_compatible", base_url="http://x"), "chat")
