@@ -272,7 +272,10 @@ async def test_gemini_embeddings_translated_in_batches_of_100(
     inputs = [f"pasaje {i} sobre el Perú" for i in range(230)]
     provider = gemini(gemini_fake, cloud_clients)
     answer = await provider.embed(
-        embeddings({"input": inputs, "dimensions": 6, "user": "ana"}, "gemini-embedding-001")
+        embeddings(
+            {"input": inputs, "dimensions": 6, "user": "ana", "task_type": "RETRIEVAL_DOCUMENT"},
+            "gemini-embedding-001",
+        )
     )
     parsed = CreateEmbeddingResponse.model_validate(answer)
     assert [d.index for d in parsed.data] == list(range(230))
@@ -282,6 +285,7 @@ async def test_gemini_embeddings_translated_in_batches_of_100(
     assert sent[0][0]["model"] == "models/gemini-embedding-001"
     assert sent[0][0]["content"]["parts"] == [{"text": inputs[0]}]
     assert all(r["outputDimensionality"] == 6 for r in sent[2])
+    assert all(r["taskType"] == "RETRIEVAL_DOCUMENT" for r in sent[1])
     # Gemini reports no tokens for embeddings: estimated as admission does.
     assert parsed.usage.prompt_tokens == sum(len(i.encode()) // 4 + 1 for i in inputs)
 
