@@ -22,7 +22,7 @@ from server.access import start_access
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
 from server.api.messages import route as messages
-from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
@@ -129,6 +129,8 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if settings.config.server.cors.allow_origins:  # outermost: preflights need no key
+        app.add_middleware(CorsMiddleware, config=settings.config.server.cors)
     return app
 
 

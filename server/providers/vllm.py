@@ -243,12 +243,26 @@ class VLLMProvider(OpenAICompatibleProvider):
             body["tools"] = request.body["tools"]
         url = endpoint.url.removesuffix("/v1") + "/tokenize"
         try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(
+                "The request is nested too deeply to count (more than 255 levels).",
+                code="invalid_value",
+            ) from None
+        try:
             async with self._session.post(
-                url, data=orjson.dumps(body), headers=self._request_headers(), timeout=self._timeout
+                url,
+                data=payload,
+                headers=self._request_headers(),
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as response:
-                raw = await response.read()
                 if response.status >= 400:
-                    raise error_from_status(response.status, raw, response.headers)
+                    raw = await self._read(response, error=True)
+                    raise error_from_status(
+                        response.status, raw, response.headers, self.config.name, self.redact
+                    )
+                raw = await self._read(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamConnectionError(
                 f"Model '{self.config.name}' could not count tokens: {type(exc).__name__}."
