@@ -26,8 +26,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from server.access import StartRefused, check_start
     from server.app import create_app
-    from server.http_guard import uvicorn_options
     from server.lifecycle import drain
+    from server.lifecycle.http_guard import uvicorn_options
     from server.observability.logs import configure_logging
 
     settings = Settings.from_file(_config_path(args), host=args.host, port=args.port)

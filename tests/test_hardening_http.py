@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from server.config import HttpLimits
-from server.http_guard import uvicorn_options
+from server.lifecycle.http_guard import uvicorn_options
 from tests.support import PuenteProcess
 
 HTTP = {
