@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from server import console
 from server.access import start_access
+from server.access.responses import ResponseStore
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
 from server.api.messages import route as messages
@@ -101,6 +102,9 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
                 pipeline=pipeline,
                 access=access,
                 reloader=reloader,
+                responses=ResponseStore(
+                    access, metrics.responses_stored, lambda: pipeline.snapshot.config.responses
+                ),
                 readiness=Readiness(pipeline),
                 started_at=int(time.time()),
                 metrics_key_hash=metrics_key_hash(),

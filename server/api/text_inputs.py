@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.errors import InvalidRequest
 from server.pipeline.request import JSON
-from server.pipeline.request import _first_error as first_error
+from server.pipeline.request import first_error
 
 
 class Schema(BaseModel):

@@ -12,9 +12,7 @@ vendor's store.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,18 +20,16 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from server.access.auth import Access
+from server.access.responses import ANY_KEY, Owner, ResponseStore
 from server.api.deps import authenticate, runtime_of
 from server.api.front_door import Call, Parsed, serve
 from server.api.messages.tokens import estimate
 from server.api.responses_api.answer import Echo, to_response
 from server.api.responses_api.request import translate
-from server.api.responses_api.store import ANY_KEY, Owner, ResponseStore
 from server.api.responses_api.stream import Encoder, events
-from server.api.sse import SSEResponse, event_frame
+from server.api.sse import event_frame
 from server.api.wire import JSONResponse, error_response, model_header
 from server.errors import InvalidRequest, ModelNotFound, PuenteError
-from server.lifecycle.runtime import Runtime
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest, load_object
 from server.providers.base import TokenCounter
@@ -43,19 +39,6 @@ log = logging.getLogger("puente.responses")
 router = APIRouter()
 
 SKIPPED_HEADER = "x-puente-skipped-tools"
-
-# The tool types the request being parsed skipped, for the route to put in a header.
-_skipped: ContextVar[list[str] | None] = ContextVar("responses_skipped_tools", default=None)
-
-_stores: weakref.WeakKeyDictionary[Access, ResponseStore] = weakref.WeakKeyDictionary()
-
-
-def responses_of(runtime: Runtime) -> ResponseStore:
-    """The app's stored responses (one per app: it remembers when it last pruned)."""
-    store = _stores.get(runtime.access)
-    if store is None:
-        store = _stores[runtime.access] = ResponseStore(runtime)
-    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +60,7 @@ class ResponsesDoor:
 
     async def parse(self, raw: bytes, call: Call) -> Parsed[State]:
         body = load_object(raw)
-        store = responses_of(call.runtime)
+        store = call.runtime.responses
         key_name = call.principal.name
         history: list[JSON] = []
         previous = body.get("previous_response_id")
@@ -88,9 +71,12 @@ class ResponsesDoor:
                 )
             history = (await store.load(previous, key_name, "previous_response_id")).items
         translated = translate(body, history)
+        headers = {}
         if translated.skipped_tools:
             log.info("responses: skipped tools Puente cannot run: %s", translated.skipped_tools)
-            _skipped.set(translated.skipped_tools)
+            # Names come from the client: anything outside printable ASCII is percent-encoded.
+            names = ", ".join(model_header(name) for name in translated.skipped_tools)
+            headers[SKIPPED_HEADER] = names
         request = ChatRequest.from_body(translated.chat)
         keep = body.get("store", True) is not False
         state = State(
@@ -99,7 +85,7 @@ class ResponsesDoor:
             key_name,
             store if keep else None,
         )
-        return Parsed(request, state)
+        return Parsed(request, state, headers)
 
     async def render(self, parsed: Parsed[State], answer: Answer) -> JSON:
         state = parsed.state
@@ -132,16 +118,7 @@ DOOR = ResponsesDoor()
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(request: Request) -> Response:
-    _skipped.set(None)
-    response = await serve(request, DOOR)
-    if skipped := _skipped.get():
-        # Names come from the client: anything outside printable ASCII is percent-encoded.
-        value = ", ".join(model_header(name) for name in skipped)
-        if isinstance(response, SSEResponse):
-            response.extra_headers = {**response.extra_headers, SKIPPED_HEADER: value}
-        else:
-            response.headers[SKIPPED_HEADER] = value
-    return response
+    return await serve(request, DOOR)
 
 
 @router.post("/v1/responses/input_tokens", response_model=None)
@@ -155,7 +132,7 @@ async def count_input_tokens(request: Request) -> Response:
             raise ModelNotFound.named(model)
         history: list[JSON] = []
         if isinstance(previous := body.get("previous_response_id"), str):
-            store = responses_of(runtime)
+            store = runtime.responses
             history = (await store.load(previous, principal.name, "previous_response_id")).items
         chat = ChatRequest.from_body(translate({**body, "stream": False}, history).chat)
         snapshot = runtime.pipeline.snapshot
@@ -182,9 +159,9 @@ async def _owner(request: Request) -> tuple[ResponseStore, Owner]:
     """The stored responses and whose the caller may see: its key's, or all for the admin."""
     runtime = runtime_of(request)
     if runtime.access.is_admin(request.headers):
-        return responses_of(runtime), ANY_KEY
+        return runtime.responses, ANY_KEY
     principal = await authenticate(request)
-    return responses_of(runtime), principal.name
+    return runtime.responses, principal.name
 
 
 @router.get("/v1/responses/{response_id}", response_model=None)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from prometheus_client import Counter
 
+from server.access.auth import Access
 from server.access.storage import StorageError, StoredResponse
+from server.config import ResponsesConfig
 from server.errors import NotFound
-from server.lifecycle.runtime import Runtime
 from server.pipeline.request import JSON
 
 log = logging.getLogger("puente.responses")
@@ -53,17 +56,24 @@ def not_found(response_id: str, param: str | None = None) -> NotFound:
 
 
 class ResponseStore:
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    """Built once in the app's lifespan (``Runtime.responses``)."""
+
+    def __init__(
+        self, access: Access, counter: Counter, settings: Callable[[], ResponsesConfig]
+    ) -> None:
+        self._access = access
+        self._counter = counter
+        self._config = settings
+        """The ``responses:`` settings served now (a reload may change them)."""
         self._pruned_at = 0.0
 
     @property
     def _settings(self) -> tuple[float, int]:
-        config = self._runtime.pipeline.snapshot.config.responses
+        config = self._config()
         return config.retention_days * DAY, config.max_bytes
 
     async def _row(self, response_id: str, owner: Owner) -> StoredResponse | None:
-        access = self._runtime.access
+        access = self._access
         row = await access.stored(access.store.get_response(response_id))
         foreign = owner is not ANY_KEY and row is not None and row.key_name != owner
         if row is None or foreign or row.expires_at <= time.time():
@@ -79,12 +89,12 @@ class ResponseStore:
     async def delete(self, response_id: str, owner: Owner) -> None:
         if await self._row(response_id, owner) is None:
             raise not_found(response_id)
-        access = self._runtime.access
+        access = self._access
         await access.stored(access.store.delete_response(response_id))
 
     async def save(self, key_name: str | None, items: list[JSON], response: JSON) -> None:
         """Keep ``response`` (never raises: the answer is already the client's)."""
-        counter = self._runtime.metrics.responses_stored
+        counter = self._counter
         retention, max_bytes = self._settings
         now = time.time()
         input_text, response_text = orjson.dumps(items), orjson.dumps(response)
@@ -107,7 +117,7 @@ class ResponseStore:
             input=input_text.decode(),
             response=response_text.decode(),
         )
-        store = self._runtime.access.store
+        store = self._access.store
         try:
             await store.put_response(row)
         except StorageError as exc:
