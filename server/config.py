@@ -200,6 +200,15 @@ class ServerConfig(_Strict):
     balancer stops sending before the listener closes."""
 
 
+class ResponsesConfig(_Strict):
+    """Stored Responses API responses (``/v1/responses`` with ``store``, the default)."""
+
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    """Stored responses older than this are deleted (and no longer found)."""
+    max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    """A response whose input and output together exceed this is answered but not stored."""
+
+
 AuthMode = Literal["keys", "none"]
 
 
@@ -215,6 +224,7 @@ class Config(_Strict):
     """Shared rate-limit state for several replicas; unset: limits kept in memory."""
     data_dir: str | None = None
     """Where the SQLite file lives; unset: ``$PUENTE_DATA_DIR``, else beside the config file."""
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     personas: list[PersonaConfig] = Field(default_factory=list)
     """Named experts on top of the models (``server/personas/persona.py``); reloaded with SIGHUP."""
 

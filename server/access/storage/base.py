@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.access.keys import ApiKey
 
@@ -66,6 +66,18 @@ class UsageTotal:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One Responses API response kept for ``previous_response_id`` and ``GET``."""
+
+    id: str
+    key_name: str | None
+    created_at: float
+    previous_response_id: str | None
+    input_items: list[dict[str, Any]]
+    response: dict[str, Any]
+
+
 class Store(Protocol):
     """Keys and usage rows. ``migrate`` runs once, before anything else."""
 
@@ -102,6 +114,18 @@ class Store(Protocol):
 
     async def tokens_since(self, ts: float) -> dict[str, int]:
         """Tokens (prompt + completion) per key name in rows at or after ``ts``."""
+        ...
+
+    async def put_response(self, stored: StoredResponse) -> None: ...
+
+    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+        """The response if ``key_name`` made it (None matches only anonymous ones)."""
+        ...
+
+    async def delete_response(self, response_id: str, key_name: str | None) -> bool: ...
+
+    async def prune_responses(self, before: float) -> int:
+        """Delete responses created before ``before``; returns how many."""
         ...
 
     async def aclose(self) -> None: ...

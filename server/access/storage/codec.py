@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import orjson
 
 from server.access.keys import ApiKey, Limits
-from server.access.storage.base import UsageRow
+from server.access.storage.base import StoredResponse, UsageRow
 
 KEY_COLUMNS = (
     "id, name, key_hash, hint, models, rpm, tpm, budget_day, budget_month,"
@@ -86,4 +86,29 @@ def usage_params(row: UsageRow) -> tuple[Any, ...]:
         row.prompt_tokens,
         row.completion_tokens,
         row.latency_ms,
+    )
+
+
+RESPONSE_COLUMNS = "id, key_name, created_at, previous_response_id, input_items, response"
+
+
+def response_params(stored: StoredResponse) -> tuple[Any, ...]:
+    return (
+        stored.id,
+        stored.key_name,
+        stored.created_at,
+        stored.previous_response_id,
+        orjson.dumps(stored.input_items).decode(),
+        orjson.dumps(stored.response).decode(),
+    )
+
+
+def response_from_row(row: Row) -> StoredResponse:
+    return StoredResponse(
+        id=row["id"],
+        key_name=row["key_name"],
+        created_at=row["created_at"],
+        previous_response_id=row["previous_response_id"],
+        input_items=orjson.loads(row["input_items"]),
+        response=orjson.loads(row["response"]),
     )

@@ -19,6 +19,18 @@ class Migration:
     postgres: tuple[str, ...]
 
 
+# Stored Responses API responses: ``input_items`` is the request's own input (references
+# resolved), ``response`` the Response object; a conversation is the chain of
+# ``previous_response_id``s. ``key_name`` is who may see it (NULL: anonymous, with auth off).
+_RESPONSES = """CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    key_name TEXT,
+    created_at {real} NOT NULL,
+    previous_response_id TEXT,
+    input_items TEXT NOT NULL,
+    response TEXT NOT NULL
+)"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -80,6 +92,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX usage_day_key ON usage (day, key_name)",
             "CREATE INDEX usage_ts ON usage (ts)",
+        ),
+    ),
+    Migration(
+        2,
+        "stored responses",
+        sqlite=(
+            _RESPONSES.format(real="REAL"),
+            "CREATE INDEX responses_created ON responses (created_at)",
+        ),
+        postgres=(
+            _RESPONSES.format(real="DOUBLE PRECISION"),
+            "CREATE INDEX responses_created ON responses (created_at)",
         ),
     ),
 )

@@ -15,12 +15,21 @@ import asyncpg
 
 from server.access.keys import ApiKey
 from server.access.storage import migrations
-from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.base import (
+    KeyNameTaken,
+    StorageError,
+    StoredResponse,
+    UsageRow,
+    UsageTotal,
+)
 from server.access.storage.codec import (
     KEY_COLUMNS,
+    RESPONSE_COLUMNS,
     USAGE_COLUMNS,
     key_from_row,
     key_params,
+    response_from_row,
+    response_params,
     usage_params,
 )
 
@@ -173,6 +182,48 @@ class PostgresStore:
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._run(select)
+
+    async def put_response(self, stored: StoredResponse) -> None:
+        params = response_params(stored)
+
+        async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+            await conn.execute(
+                f"INSERT INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608 (constant columns)
+                " VALUES ($1,$2,$3,$4,$5,$6)",
+                *params,
+            )
+
+        await self._run(insert)
+
+    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> StoredResponse | None:
+            row = await conn.fetchrow(
+                f"SELECT {RESPONSE_COLUMNS} FROM responses"  # noqa: S608
+                " WHERE id = $1 AND key_name IS NOT DISTINCT FROM $2",
+                response_id,
+                key_name,
+            )
+            return None if row is None else response_from_row(row)
+
+        return await self._run(select)
+
+    async def delete_response(self, response_id: str, key_name: str | None) -> bool:
+        async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+            status = await conn.execute(
+                "DELETE FROM responses WHERE id = $1 AND key_name IS NOT DISTINCT FROM $2",
+                response_id,
+                key_name,
+            )
+            return bool(status != "DELETE 0")
+
+        return await self._run(delete)
+
+    async def prune_responses(self, before: float) -> int:
+        async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> int:
+            status = await conn.execute("DELETE FROM responses WHERE created_at < $1", before)
+            return int(status.split()[-1])
+
+        return await self._run(delete)
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -18,12 +18,21 @@ from typing import TypeVar
 
 from server.access.keys import ApiKey
 from server.access.storage import migrations
-from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.base import (
+    KeyNameTaken,
+    StorageError,
+    StoredResponse,
+    UsageRow,
+    UsageTotal,
+)
 from server.access.storage.codec import (
     KEY_COLUMNS,
+    RESPONSE_COLUMNS,
     USAGE_COLUMNS,
     key_from_row,
     key_params,
+    response_from_row,
+    response_params,
     usage_params,
 )
 
@@ -205,6 +214,43 @@ class SQLiteStore:
             return {name: int(total) for name, total in rows}
 
         return await self._reader.run(select)
+
+    async def put_response(self, stored: StoredResponse) -> None:
+        params = response_params(stored)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO responses ({RESPONSE_COLUMNS}) VALUES (?,?,?,?,?,?)",  # noqa: S608
+                params,
+            )
+
+        await self._writer.run(insert)
+
+    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+        def select(conn: sqlite3.Connection) -> StoredResponse | None:
+            row = conn.execute(
+                f"SELECT {RESPONSE_COLUMNS} FROM responses"  # noqa: S608
+                " WHERE id = ? AND key_name IS ?",
+                (response_id, key_name),
+            ).fetchone()
+            return None if row is None else response_from_row(row)
+
+        return await self._reader.run(select)
+
+    async def delete_response(self, response_id: str, key_name: str | None) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM responses WHERE id = ? AND key_name IS ?", (response_id, key_name)
+            )
+            return cursor.rowcount > 0
+
+        return await self._writer.run(delete)
+
+    async def prune_responses(self, before: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM responses WHERE created_at < ?", (before,)).rowcount
+
+        return await self._writer.run(delete)
 
     async def aclose(self) -> None:
         await self._reader.close()
