@@ -49,7 +49,7 @@ from server.access.metrics import AccessMetrics
 from server.access.ratelimit import MemoryLimiter
 from server.access.storage import SQLiteStore
 from server.access.usage import UsageRecorder
-from server.pipeline.pipeline import RequestRecord
+from server.pipeline.record import RequestRecord
 
 MODEL = "bench-model"
 SECRET = "bench"  # what bench/loadgen.py sends as its Bearer token
@@ -172,7 +172,7 @@ async def in_process_costs(where: Path, rows: int = 20_000, batch: int = 500) ->
             records.append(record)
         began = time.perf_counter()
         for record in records:
-            access.on_request_end(record)
+            await access.on_request_end(record)
         listener += time.perf_counter() - began
         began = time.perf_counter()
         assert await recorder.flush()

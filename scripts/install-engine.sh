@@ -6,7 +6,12 @@
 #   PUENTE_ENGINE_VENV=/opt/engine scripts/install-engine.sh
 #
 # Environment: PUENTE_ENGINE_VENV (default .venv-engine, relative to the repo root),
-# PYTHON (interpreter that creates the venv, default python3).
+# PYTHON (interpreter that creates the venv, default python3), PUENTE_CACHE_DIR.
+#
+# By default the venv (2.5 GB, minutes to build) is kept once per machine under
+# $PUENTE_CACHE_DIR (~/.cache/puente) in a folder named after what it contains, and
+# .venv-engine is a link to it: a second checkout on the same machine (a CI clone) finds it
+# ready, and a change to the lists below builds a new one beside it.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +40,11 @@ fi
 # The stamp is keyed on everything that decides the venv's contents, so editing the lists
 # above (or switching CPU <-> GPU) re-runs the install instead of trusting a stale venv.
 key="$(printf '%s\n' "$flavour" "${packages[@]}" "--remove" "${remove[@]}" | sha256sum | cut -d' ' -f1)"
+if [[ -z "${PUENTE_ENGINE_VENV:-}" && ! (-d "$venv" && ! -L "$venv") ]]; then
+    cache="${PUENTE_CACHE_DIR:-$HOME/.cache/puente}/engine-venv-${key:0:16}"
+    mkdir -p "$cache"
+    ln -sfn "$cache" "$venv"
+fi
 stamp="$venv/.puente-engine-stamp"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     echo "engine venv $venv is up to date ($flavour, vllm $vllm_version)"
@@ -44,7 +54,8 @@ fi
 start=$SECONDS
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "creating engine venv $venv with $("$python" --version)"
-    "$python" -m venv "$venv"
+    # By its real path, so the venv's own files never name a checkout's link.
+    "$python" -m venv "$(readlink -f "$venv")"
 fi
 echo "installing ${packages[*]} into $venv ($flavour host; takes a few minutes)"
 # Some hosts list local index folders that do not exist (pip warns once per package); drop

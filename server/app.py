@@ -1,11 +1,15 @@
-"""The app factory: ``create_app(settings)`` builds nothing until its lifespan starts."""
+"""The app factory: ``create_app(settings)`` builds nothing until its lifespan starts.
+
+``providers`` replaces the provider of the named model entries (tests inject in-memory fakes);
+every other entry gets the provider its ``provider:`` kind builds.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -13,19 +17,21 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from server.access import start_access, stop_access
+from server import console
+from server.access import start_access
+from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
 from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.api.wire import error_response
 from server.config import Settings
-from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError
+from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
+from server.lifecycle.readiness import Readiness
 from server.lifecycle.reloader import Reloader
 from server.lifecycle.runtime import Runtime
 from server.observability.metrics import Metrics
-from server.personas.persona import Personas
-from server.pipeline.catalog import Router
-from server.pipeline.pipeline import Gateway
-from server.providers import Clients, Provider, build_provider
+from server.pipeline.catalog import Catalog
+from server.pipeline.pipeline import Pipeline
+from server.providers import Clients, Provider, build_provider, close_providers
 from server.providers.cloud import CloudClients
 
 log = logging.getLogger("puente")
@@ -42,66 +48,67 @@ async def _build_clients(settings: Settings) -> Clients:
     return Clients(aiohttp=session, cloud=CloudClients(settings.config.server.images))
 
 
-async def build_runtime(settings: Settings) -> Runtime:
-    clients = await _build_clients(settings)
-    metrics = Metrics()
-    providers: dict[str, Provider] = {}
-    try:
-        for model in settings.config.models:
-            providers[model.name] = build_provider(model, clients)
-        for provider in providers.values():
-            await provider.start()
-    except BaseException:
-        await _close(providers, clients)
-        raise
-    router = Router(settings.config.models, providers)
-    runtime = Runtime(
-        settings=settings,
-        metrics=metrics,
-        clients=clients,
-        router=router,
-        gateway=Gateway(router, metrics, Personas(settings.config.personas)),
-    )
-    runtime.extensions["started_at"] = int(time.time())
-    return runtime
-
-
-async def _close(providers: dict[str, Provider], clients: Clients) -> None:
-    for provider in providers.values():
-        try:
-            await provider.aclose()
-        except Exception:
-            log.exception("closing provider %s failed", provider.kind)
+async def _close_clients(clients: Clients) -> None:
     await clients.aiohttp.close()
     await clients.cloud.aclose()
 
 
-def create_app(settings: Settings) -> FastAPI:
+async def _close_served(pipeline: Pipeline) -> None:
+    """The providers of whatever configuration is served at shutdown (after any reloads)."""
+    await close_providers(pipeline.snapshot.catalog.providers.values())
+
+
+async def _start_providers(
+    settings: Settings, clients: Clients, injected: Mapping[str, Provider]
+) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    try:
+        for model in settings.config.models:
+            providers[model.name] = injected.get(model.name) or build_provider(model, clients)
+        for provider in providers.values():
+            await provider.start()
+    except BaseException:
+        await close_providers(providers.values())
+        raise
+    return providers
+
+
+def create_app(settings: Settings, providers: Mapping[str, Provider] | None = None) -> FastAPI:
+    injected = dict(providers or {})
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await build_runtime(settings)
-        try:
-            await start_access(runtime)  # keys, limits, usage rows (server/access/)
-        except BaseException:
-            await _close(runtime.router.providers, runtime.clients)
-            raise
-        app.state.runtime = runtime
-        reloader = runtime.extensions["reloader"] = Reloader(runtime)
-        reloader.install_signal()
-        names = ", ".join(m.name for m in runtime.router.available()) or "none"
-        log.info("Puente ready on %s:%s; models: %s", settings.host, settings.port, names)
-        for model in settings.config.models:
-            if model.missing_env:
-                log.warning(
-                    "model %s is disabled: set %s to enable it", model.name, model.missing_env
-                )
-        try:
-            yield
-        finally:
-            runtime.draining = True
-            await reloader.aclose()
-            await stop_access(runtime)  # writes the usage rows still pending
-            await _close(runtime.router.providers, runtime.clients)
+        async with AsyncExitStack() as stack:
+            # Torn down in reverse: usage rows written, then providers, then the HTTP clients.
+            clients = await _build_clients(settings)
+            stack.push_async_callback(_close_clients, clients)
+            metrics = Metrics()
+            started = await _start_providers(settings, clients, injected)
+            catalog = Catalog(settings.config.models, started)
+            pipeline = Pipeline(metrics, settings.config, catalog)
+            stack.push_async_callback(_close_served, pipeline)
+            access = await start_access(settings, metrics)  # keys, limits, usage rows
+            stack.push_async_callback(access.aclose)
+            pipeline.listeners.append(access.on_request_end)
+            reloader = Reloader(settings, clients, pipeline)
+            stack.push_async_callback(reloader.aclose)
+            app.state.runtime = Runtime(
+                settings=settings,
+                metrics=metrics,
+                clients=clients,
+                pipeline=pipeline,
+                access=access,
+                reloader=reloader,
+                readiness=Readiness(pipeline),
+                started_at=int(time.time()),
+                metrics_key_hash=metrics_key_hash(),
+            )
+            reloader.install_signal()
+            _announce(settings, catalog)
+            try:
+                yield
+            finally:
+                pipeline.drain.draining = True
 
     app = FastAPI(
         title="Puente",
@@ -114,10 +121,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _announce(settings: Settings, catalog: Catalog) -> None:
+    names = ", ".join(m.name for m in catalog.available()) or "none"
+    log.info("Puente ready on %s:%s; models: %s", settings.host, settings.port, names)
+    for model in settings.config.models:
+        if model.missing_env:
+            log.warning("model %s is disabled: set %s to enable it", model.name, model.missing_env)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -128,8 +144,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        param = ".".join(loc) or None
+        loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        param = param_path(loc) or None
         return error_response(
             InvalidRequest(
                 f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from server.errors import param_path
 from server.personas.config import PersonaConfig, check_targets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -126,6 +127,14 @@ class ModelConfig(_Strict):
     queue_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds a queued request waits for a slot before it gets 429."""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Largest ``max_tokens`` / ``max_completion_tokens`` a request may ask of this model (400
+    above it); unset: whatever the upstream accepts."""
+    max_n: Annotated[int, Field(gt=0)] | None = None
+    """Most choices (``n``) a request may ask of this model (400 above it)."""
+    required_for_ready: bool | None = None
+    """Whether ``/ready`` answers 503 while this model cannot serve; unset: yes for a local
+    engine (``provider: vllm``), no for a cloud vendor or another OpenAI-compatible upstream."""
 
     # Filled in by the loader, not the file: the variable an unset ``api_key`` referenced.
     missing_env: str | None = Field(default=None, exclude=True)
@@ -160,8 +169,22 @@ class ModelConfig(_Strict):
         return [url.rstrip("/") for url in urls]
 
     @property
+    def ready_required(self) -> bool:
+        if self.required_for_ready is not None:
+            return self.required_for_ready
+        return self.provider == "vllm"
+
+    @property
     def is_wildcard(self) -> bool:
         return self.name.endswith("/*")
+
+    def serves(self, name: str) -> bool:
+        """Whether a client's model ``name`` is this entry: its own name, or for ``vendor/*`` any
+        ``vendor/NAME`` with a non-empty NAME (the one place this rule is written)."""
+        if not self.is_wildcard:
+            return name == self.name
+        prefix = self.name[:-1]
+        return len(name) > len(prefix) and name.startswith(prefix)
 
     def upstream_name(self, public: str) -> str:
         if self.is_wildcard:
@@ -192,12 +215,16 @@ class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     ready_timeout: Annotated[float, Field(gt=0)] = 3.0
     """Seconds each upstream probe of ``/ready`` may take."""
+    ready_cache: Annotated[float, Field(ge=0)] = 2.0
+    """Seconds a ``/ready`` probe of the upstreams is reused by the calls after it."""
     images: ImageFetchConfig = Field(default_factory=ImageFetchConfig)
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     """On SIGTERM, seconds in-flight requests and streams get to finish (``--drain-timeout``)."""
     drain_delay: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
     balancer stops sending before the listener closes."""
+    console: bool = True
+    """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
 
 
 class ResponsesConfig(_Strict):
@@ -247,11 +274,9 @@ class Config(_Strict):
     @field_validator("models", mode="after")
     @classmethod
     def _fallback_targets(cls, models: list[ModelConfig]) -> list[ModelConfig]:
-        names = {m.name for m in models}
-        prefixes = [m.name[:-1] for m in models if m.is_wildcard]
         for model in models:
             for target in model.fallbacks:
-                if target not in names and not any(target.startswith(p) for p in prefixes):
+                if not any(entry.serves(target) for entry in models):
                     raise ValueError(
                         f"model {model.name!r} falls back to {target!r}, which is not configured"
                     )
@@ -261,7 +286,8 @@ class Config(_Strict):
     @classmethod
     def _persona_targets(cls, personas: list[PersonaConfig], info: ValidationInfo) -> Any:
         models: list[ModelConfig] = info.data.get("models") or []
-        check_targets(personas, [m.name for m in models])
+        names = {m.name for m in models}
+        check_targets(personas, names, lambda target: any(m.serves(target) for m in models))
         return personas
 
 
@@ -316,13 +342,6 @@ def _expand_model(entry: Any, environ: Mapping[str, str], where: str) -> Any:
     return out
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for item in loc:
-        out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else str(item))
-    return out
-
-
 def _describe(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
     """``models[2] (gpt-4o): field 'provider'`` from a pydantic error location."""
     if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
@@ -334,8 +353,8 @@ def _describe(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
                 entry += f" ({item['name']})"
         if len(loc) == 2:
             return entry
-        return f"{entry}: field '{_path(loc[2:])}'"
-    return f"field '{_path(loc)}'"
+        return f"{entry}: field '{param_path(loc[2:])}'"
+    return f"field '{param_path(loc)}'"
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Config:

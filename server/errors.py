@@ -25,6 +25,9 @@ module, including while a stream is being iterated; the HTTP layer renders whate
 
 from __future__ import annotations
 
+import math
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -126,6 +129,12 @@ class ModelNotFound(NotFound):
     def __init__(self, message: str) -> None:
         super().__init__(message, param="model", code="model_not_found")
 
+    @classmethod
+    def named(cls, name: str) -> ModelNotFound:
+        """The one answer for a model that is not configured *or* that the key may not use, so
+        the catalogue does not leak through the difference."""
+        return cls(f"The model '{name}' does not exist.")
+
 
 class PayloadTooLarge(PuenteError):
     status = 413
@@ -138,10 +147,43 @@ class PayloadTooLarge(PuenteError):
         )
 
 
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, never shorter than asked (2.5 s is 3) nor under 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 def _retry_headers(retry_after: float | None) -> dict[str, str]:
     if retry_after is None:
         return {}
-    return {"Retry-After": str(max(1, round(retry_after)))}
+    return {"Retry-After": retry_after_header(retry_after)}
+
+
+def param_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """A validation error's location the way OpenAI names a parameter: ``messages[0].content``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
 
 
 class RateLimited(PuenteError):

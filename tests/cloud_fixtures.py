@@ -19,7 +19,8 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
 from tests.fakes.anthropic_vendor import FakeAnthropic
 from tests.fakes.gemini_vendor import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess, free_port
+from tests.inprocess import InProcessPuente
+from tests.support import free_port
 
 ANTHROPIC_KEY = "sk-ant-CANARY-anthropic-0123456789"
 GEMINI_KEY = "AIza-CANARY-gemini-0123456789"
@@ -127,15 +128,15 @@ def cloud_puente(
     gemini_vendor: FakeGemini,
     fake_upstream: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir = tmp_path_factory.mktemp("cloud")
     config = cloud_config(anthropic_vendor, gemini_vendor, fake_upstream)
-    with PuenteProcess(config, workdir, env=ENV, name="cloud") as proc:
+    with InProcessPuente(config, workdir, env=ENV, name="cloud") as proc:
         yield proc
 
 
 @pytest.fixture
-def cloud(cloud_puente: PuenteProcess) -> Iterator[openai.OpenAI]:
+def cloud(cloud_puente: InProcessPuente) -> Iterator[openai.OpenAI]:
     """The openai SDK pointed at the cloud Puente (no retries, so each error is seen)."""
     with openai.OpenAI(base_url=cloud_puente.base_url, api_key="unused", max_retries=0) as sdk:
         yield sdk

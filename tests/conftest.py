@@ -29,10 +29,11 @@ from tests.fault_fixtures import (  # noqa: F401
     resilient,
     resilient_sdk,
 )
+from tests.inprocess import InProcessPuente
 
 # Private Postgres and Redis servers for the tests marked `services` (tests/test_scale.py).
 from tests.services import postgres_server, postgres_url, redis_server, redis_url  # noqa: F401
-from tests.support import PuenteProcess, free_port
+from tests.support import free_port
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +84,9 @@ def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def puente(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("puente")
-    with PuenteProcess(gateway_config(fake_upstream), workdir) as proc:
+    with InProcessPuente(gateway_config(fake_upstream), workdir) as proc:
         yield proc
 
 
@@ -96,7 +97,7 @@ def fake(fake_upstream: FakeOpenAI) -> FakeOpenAI:
 
 
 @pytest.fixture
-def client(puente: PuenteProcess) -> Iterator[openai.OpenAI]:
+def client(puente: InProcessPuente) -> Iterator[openai.OpenAI]:
     """The openai SDK pointed at Puente, as a user would (no retries, so tests see each error)."""
     with openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0) as sdk:
         yield sdk

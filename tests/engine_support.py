@@ -33,6 +33,7 @@ from tests.support import PuenteProcess, free_port
 MODEL = "smollm2"
 PAIR = "smollm2-pair"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "puente.yaml"
+ADMIN_KEY = "admin-key-for-the-engine-tests-00000000"
 
 
 def shipped_personas() -> list[dict[str, Any]]:
@@ -170,8 +171,10 @@ class LocalEngine:
             ],
             # The personas shipped in the default config, as written there.
             "personas": shipped_personas(),
+            "auth": "none",  # the admin key below is for /ready's detail, not for every request
         }
-        self.puente = PuenteProcess(config, workdir, name="puente-engine")
+        env = {"PUENTE_ADMIN_KEY": ADMIN_KEY}  # /ready's endpoint detail is the admin's
+        self.puente = PuenteProcess(config, workdir, name="puente-engine", env=env)
         self.engine_groups: set[int] = set()
         self.while_loading: dict[str, httpx.Response] = {}
         """What a client saw right after Puente came up, while the engine was still loading."""

@@ -12,6 +12,8 @@ from tests.fakes.faults import FaultyOpenAI
 from tests.resilience_support import fault_config, settled
 from tests.support import PuenteProcess
 
+ADMIN_KEY = "admin-key-for-the-fault-tests-000000000"
+
 
 @pytest.fixture(scope="session")
 def faulty_upstream() -> Iterator[FaultyOpenAI]:
@@ -36,7 +38,8 @@ def resilient(
 ) -> Iterator[PuenteProcess]:
     workdir = tmp_path_factory.mktemp("resilient")
     config = fault_config(faulty_upstream, broken_upstream)
-    with PuenteProcess(config, workdir, name="resilient") as proc:
+    env = {"PUENTE_ADMIN_KEY": ADMIN_KEY}
+    with PuenteProcess(config, workdir, name="resilient", env=env) as proc:
         yield proc
 
 

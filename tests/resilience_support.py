@@ -36,7 +36,9 @@ def fault_config(fake: FaultyOpenAI, broken: FaultyOpenAI) -> dict[str, Any]:
     tell (and count) a primary from its fallback."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
     return {
-        "server": {"drain_timeout": 5},
+        # ready_cache 0: these tests read each breaker's state right after they moved it.
+        "server": {"drain_timeout": 5, "ready_cache": 0},
+        "auth": "none",  # an admin key may be set for /ready's detail; clients need none
         "models": [
             _model("flaky", fake, retries=2),
             _model("one-shot", fake, retries=0),

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess
+from tests.inprocess import InProcessPuente
 
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are terse."},
@@ -152,7 +152,7 @@ def test_wildcard_entry_passes_the_rest_of_the_name(
     assert answer.model == "vendor/gpt-4.1"
 
 
-async def test_async_client_concurrent_requests(puente: PuenteProcess, fake: FakeOpenAI) -> None:
+async def test_async_client_concurrent_requests(puente: InProcessPuente, fake: FakeOpenAI) -> None:
     import asyncio
 
     client = openai.AsyncOpenAI(base_url=puente.base_url, api_key="unused", max_retries=0)

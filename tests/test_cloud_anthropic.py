@@ -21,7 +21,7 @@ from tests.cloud_fixtures import (
 )
 from tests.fakes.anthropic_vendor import DEFAULT_VERSION, FakeAnthropic
 from tests.fakes.vendor_server import PNG
-from tests.support import PuenteProcess
+from tests.inprocess import InProcessPuente
 
 USER = {"role": "user", "content": "What is the capital of Peru?"}
 
@@ -399,7 +399,7 @@ def test_wildcard_user_and_unknown_fields(cloud: openai.OpenAI, claude_fake: Fak
 
 
 def test_a_client_that_leaves_closes_the_vendor_stream(
-    cloud_puente: PuenteProcess, claude_fake: FakeAnthropic
+    cloud_puente: InProcessPuente, claude_fake: FakeAnthropic
 ) -> None:
     claude_fake.program("long", reply=" ".join(["word"] * 200), delay=0.05)
     body = {"model": "claude/long", "stream": True, "messages": [USER]}

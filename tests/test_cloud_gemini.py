@@ -21,7 +21,7 @@ from tests.cloud_fixtures import (
 )
 from tests.fakes.gemini_vendor import FakeGemini
 from tests.fakes.vendor_server import PNG
-from tests.support import PuenteProcess
+from tests.inprocess import InProcessPuente
 
 USER = {"role": "user", "content": "What is the capital of Peru?"}
 PNG64 = base64.b64encode(PNG).decode()
@@ -403,7 +403,7 @@ def test_logprobs_are_refused(cloud: openai.OpenAI, gemini_fake: FakeGemini) -> 
 
 
 def test_a_client_that_leaves_closes_the_vendor_stream(
-    cloud_puente: PuenteProcess, gemini_fake: FakeGemini
+    cloud_puente: InProcessPuente, gemini_fake: FakeGemini
 ) -> None:
     gemini_fake.program("long", reply=" ".join(["word"] * 200), delay=0.05)
     body = {"model": "gemini/long", "stream": True, "messages": [USER]}

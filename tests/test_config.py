@@ -110,7 +110,31 @@ def test_environment_references_are_substituted() -> None:
         )
 
 
-def test_example_config_in_repo_is_valid() -> None:
+def test_shipped_configs_are_valid_and_mean_what_they_say() -> None:
     root = Path(__file__).resolve().parent.parent
-    for path in [root / "examples" / "openai-compatible.yaml"]:
-        load_config(path, {})
+    example = load_config(root / "examples" / "openai-compatible.yaml", {})
+    assert example.models and all(m.provider == "openai_compatible" for m in example.models)
+    # The Quickstart's file: the local model serves with no key set; cloud models wait for
+    # theirs; every persona targets a configured model.
+    shipped = load_config(root / "puente.yaml", {})
+    local = [m for m in shipped.models if m.provider == "vllm"]
+    assert local and all(m.launch is not None and m.missing_env is None for m in local)
+    cloud = [m for m in shipped.models if m.provider in ("openai", "anthropic", "gemini")]
+    assert cloud and all(m.missing_env for m in cloud)
+    assert {p.name for p in shipped.personas} >= {"historia-peru", "experto-matematicas"}
+    for persona in shipped.personas:
+        assert any(m.serves(persona.model) for m in shipped.models), persona.name
+
+
+@pytest.mark.parametrize("target", ["vendor/", "other/x", "vendorx"])
+def test_a_fallback_must_name_something_that_resolves(target: str) -> None:
+    text = (
+        "models:\n"
+        "  - {name: vendor/*, provider: openai_compatible, base_url: http://h/v1}\n"
+        "  - {name: a, provider: openai_compatible, base_url: http://h/v1,"
+        f" fallbacks: [{target}]}}\n"
+    )
+    with pytest.raises(ConfigError, match="falls back to"):
+        parse_config(text, "inline", {})
+    ok = text.replace(f"[{target}]", "[vendor/x]")
+    assert parse_config(ok, "inline", {}).models[1].fallbacks == ["vendor/x"]

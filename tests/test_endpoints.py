@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess
+from tests.inprocess import InProcessPuente
 
 
 def test_models_list_and_get(client: openai.OpenAI) -> None:
@@ -27,18 +27,24 @@ def test_models_list_and_get(client: openai.OpenAI) -> None:
         client.models.retrieve("needs-key")
 
 
-def test_health_is_up(puente: PuenteProcess) -> None:
+def test_health_is_up(puente: InProcessPuente) -> None:
     response = httpx.get(puente.url + "/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_says_which_upstream_is_not_reachable(puente: PuenteProcess) -> None:
+def test_ready_says_which_upstream_is_not_reachable(puente: InProcessPuente) -> None:
+    # No entry here is required for readiness (none is a local engine): the instance stays in
+    # its load balancer while one upstream is down, and /ready shows which.
     response = httpx.get(puente.url + "/ready")
-    assert response.status_code == 503
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "not_ready"
-    assert body["models"]["refused"]["state"] == "down"
+    assert body["status"] == "ready"
+    assert body["models"]["refused"] == {
+        "state": "down",
+        "required": False,
+        "breaker": body["models"]["refused"]["breaker"],
+    }
     assert body["models"]["fake-model"]["state"] == "ready"
     assert body["models"]["two-endpoints"]["state"] == "ready"
 
@@ -47,13 +53,13 @@ def test_ready_is_200_when_every_upstream_answers(
     fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     config = {"models": [{"name": "m", "provider": "openai_compatible", "base_url": fake.base_url}]}
-    with PuenteProcess(config, tmp_path_factory.mktemp("ready")) as proc:
+    with InProcessPuente(config, tmp_path_factory.mktemp("ready")) as proc:
         response = httpx.get(proc.url + "/ready")
         assert response.status_code == 200
         assert response.json()["models"]["m"]["state"] == "ready"
 
 
-def test_request_id_is_echoed_and_logged(puente: PuenteProcess, client: openai.OpenAI) -> None:
+def test_request_id_is_echoed_and_logged(puente: InProcessPuente, client: openai.OpenAI) -> None:
     response = client.chat.completions.with_raw_response.create(
         model="fake-model",
         messages=[{"role": "user", "content": "hi"}],
@@ -86,7 +92,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_requests_tokens_and_errors(
-    puente: PuenteProcess, client: openai.OpenAI, fake: FakeOpenAI
+    puente: InProcessPuente, client: openai.OpenAI, fake: FakeOpenAI
 ) -> None:
     before = httpx.get(puente.url + "/metrics").text
     client.chat.completions.create(model="alias", messages=[{"role": "user", "content": "a b"}])
@@ -117,7 +123,7 @@ def test_metrics_count_requests_tokens_and_errors(
     assert _metric(after, "puente_requests_in_flight", model="alias") == 0
 
 
-def test_curl_streams_sse_frames(puente: PuenteProcess) -> None:
+def test_curl_streams_sse_frames(puente: InProcessPuente) -> None:
     out = subprocess.run(
         [
             "curl",

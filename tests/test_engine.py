@@ -28,6 +28,7 @@ from server.engine import process_group
 from server.personas.config import DEFAULT_MARKER
 from tests.cloud_fixtures import WEATHER_TOOL
 from tests.engine_support import (
+    ADMIN_KEY,
     ENGINE_READY_TIMEOUT,
     MODEL,
     PAIR,
@@ -386,7 +387,11 @@ def test_an_endpoint_going_down_loses_only_the_requests_it_held(
         assert next(on_a).choices[0].finish_reason is None
     stream_a.close()
 
-    ready = httpx.get(local_engine.puente.url + "/ready", timeout=10).json()["models"][PAIR]
+    ready = httpx.get(
+        local_engine.puente.url + "/ready",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=10,
+    ).json()["models"][PAIR]
     assert ready["state"] == "ready"
     assert ready["endpoints"][a.url] == "ready"
     assert ready["endpoints"][b.url] != "ready"

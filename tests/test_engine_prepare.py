@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +79,8 @@ def test_tokenizer_speaks_chatml_and_stops_at_im_end(model_dir: Path) -> None:
 def test_second_call_returns_the_cached_folder_without_converting(model_dir: Path) -> None:
     marker = model_dir / prepare.MARKER_NAME
     before = marker.stat().st_mtime_ns
-    start = time.monotonic()
     # An engine python that does not exist: any attempt to convert again would raise.
     again = prepare_default_model(model_dir, Path("/nonexistent/bin/python"))
-    assert time.monotonic() - start < 0.5
     assert again == model_dir
     assert marker.stat().st_mtime_ns == before
 

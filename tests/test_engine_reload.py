@@ -76,7 +76,7 @@ def _wait_ready(server: PuenteProcess) -> None:
             if httpx.get(server.url + "/ready", timeout=5).status_code == 200:
                 return
         time.sleep(0.5)
-    raise RuntimeError(f"engine not ready:\n{server.observability.logs()[-5000:]}")
+    raise RuntimeError(f"engine not ready:\n{server.logs()[-5000:]}")
 
 
 def _engine_pids(server: PuenteProcess) -> list[int]:
@@ -163,7 +163,7 @@ def test_description_edit_keeps_the_running_engine(server: PuenteProcess) -> Non
     assert traffic.statuses, "no request ran during the reload"
     assert set(traffic.statuses) == {200}, traffic.bodies
     # The retired provider closed without stopping the engine it handed over.
-    assert "closed 1 retired provider" in server.observability.logs()
+    assert "closed 1 retired provider" in server.logs()
     assert _engine_pids(server) == [pid]
     assert _chat(server).status_code == 200
     assert httpx.get(server.url + "/ready", timeout=5).status_code == 200
@@ -204,7 +204,7 @@ def test_engine_that_cannot_start_keeps_the_running_one(server: PuenteProcess) -
     assert error["code"] == "engine_not_ready"
     assert f"model '{MODEL}'" in error["message"]
     assert "/nonexistent/python" in error["message"]
-    assert "reload refused, keeping the running configuration" in server.observability.logs()
+    assert "reload refused, keeping the running configuration" in server.logs()
     assert httpx.get(server.base_url + "/models").json() == before
     assert _engine_pids(server) == [pid]
     assert _chat(server).status_code == 200

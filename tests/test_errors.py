@@ -9,12 +9,13 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support import PuenteProcess, error_envelope
+from tests.inprocess import InProcessPuente
+from tests.support import error_envelope
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 
 
-def _post(puente: PuenteProcess, content: bytes | str, **kw: Any) -> httpx.Response:
+def _post(puente: InProcessPuente, content: bytes | str, **kw: Any) -> httpx.Response:
     return httpx.post(
         puente.base_url + "/chat/completions",
         content=content,
@@ -24,7 +25,7 @@ def _post(puente: PuenteProcess, content: bytes | str, **kw: Any) -> httpx.Respo
     )
 
 
-def test_malformed_json_is_400(puente: PuenteProcess) -> None:
+def test_malformed_json_is_400(puente: InProcessPuente) -> None:
     response = _post(puente, b'{"model": "fake-model", "messages": [')
     assert response.status_code == 400
     assert error_envelope(response)["type"] == "invalid_request_error"
@@ -54,7 +55,7 @@ def test_malformed_json_is_400(puente: PuenteProcess) -> None:
     ],
 )
 def test_schema_violation_is_400_naming_the_param(
-    puente: PuenteProcess, fake: FakeOpenAI, body: dict[str, Any], param: str
+    puente: InProcessPuente, fake: FakeOpenAI, body: dict[str, Any], param: str
 ) -> None:
     response = httpx.post(puente.base_url + "/chat/completions", json=body, timeout=10)
     assert response.status_code == 400
@@ -78,7 +79,7 @@ def test_model_with_unset_key_says_which_variable(client: openai.OpenAI) -> None
     assert "needs-key" not in ids
 
 
-def test_body_over_limit_is_413(puente: PuenteProcess, fake: FakeOpenAI) -> None:
+def test_body_over_limit_is_413(puente: InProcessPuente, fake: FakeOpenAI) -> None:
     big = "x" * 250_000
     response = httpx.post(
         puente.base_url + "/chat/completions",
@@ -144,7 +145,7 @@ def test_upstream_4xx_passes_through(
     ids=["500", "503", "malformed", "refused", "timeout"],
 )
 def test_upstream_failure_before_the_answer_keeps_its_status(
-    puente: PuenteProcess,
+    puente: InProcessPuente,
     fake: FakeOpenAI,
     model: str,
     fault: dict[str, Any],
@@ -165,7 +166,7 @@ def test_upstream_failure_before_the_answer_keeps_its_status(
 
 
 def test_failure_after_stream_began_is_an_sse_error_event_then_done(
-    puente: PuenteProcess, client: openai.OpenAI
+    puente: InProcessPuente, client: openai.OpenAI
 ) -> None:
     with httpx.stream(
         "POST",
@@ -199,7 +200,7 @@ def test_failure_after_stream_began_is_an_sse_error_event_then_done(
 
 @pytest.mark.parametrize("fault", [{"reset_after": 2}, {"no_done": True}])
 def test_stream_cut_by_the_upstream_ends_with_an_error_event(
-    puente: PuenteProcess, fake: FakeOpenAI, fault: dict[str, Any]
+    puente: InProcessPuente, fake: FakeOpenAI, fault: dict[str, Any]
 ) -> None:
     with httpx.stream(
         "POST",
@@ -213,7 +214,7 @@ def test_stream_cut_by_the_upstream_ends_with_an_error_event(
     assert "event: error" in text
 
 
-def test_unknown_route_and_method_are_enveloped(puente: PuenteProcess) -> None:
+def test_unknown_route_and_method_are_enveloped(puente: InProcessPuente) -> None:
     response = httpx.get(puente.url + "/v1/nothing-here")
     assert response.status_code == 404
     error_envelope(response)
@@ -222,6 +223,25 @@ def test_unknown_route_and_method_are_enveloped(puente: PuenteProcess) -> None:
     error_envelope(response)
 
 
-def test_server_keeps_serving_after_failures(client: openai.OpenAI) -> None:
+def test_server_keeps_serving_after_failures(
+    puente: InProcessPuente, client: openai.OpenAI
+) -> None:
+    # Failures of every kind first (a bad body, a dead upstream, an upstream error, a broken
+    # stream), then an ordinary request on the same server.
+    assert _post(puente, b"{not json").status_code == 400
+    with pytest.raises(openai.APIError):
+        client.chat.completions.create(model="refused", messages=MESSAGES)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="fake-model", messages=MESSAGES, extra_body={"fake": {"status": 500}}
+        )
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(
+            model="fake-model",
+            messages=MESSAGES,
+            stream=True,
+            extra_body={"fake": {"fail_after": 1}},
+        ):
+            pass
     answer = client.chat.completions.create(model="fake-model", messages=MESSAGES)
     assert answer.choices[0].message.content == "Hello! You said: hello"

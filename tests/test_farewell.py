@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from server.personas.farewell import FarewellDetector, replace_in_stream
 from server.pipeline.request import StreamChunk
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.persona_setup import (
     FAREWELL,
     MARKER,
@@ -22,7 +22,6 @@ from tests.persona_setup import (
     SPACED_MARKER,
     persona_config,
 )
-from tests.support import PuenteProcess
 
 USER: Any = [{"role": "user", "content": "¿Quién ganó el mundial de 1970?"}]
 
@@ -131,14 +130,14 @@ async def test_stream_keeps_choices_apart() -> None:
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("farewell")
-    with PuenteProcess(persona_config(fake_upstream), workdir) as proc:
+    with InProcessPuente(persona_config(fake_upstream), workdir) as proc:
         yield proc
 
 
 @pytest.fixture
-def sdk(server: PuenteProcess, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+def sdk(server: InProcessPuente, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
         yield client
 
@@ -160,7 +159,7 @@ def _text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def _farewells(server: PuenteProcess, persona: str) -> float:
+def _farewells(server: InProcessPuente, persona: str) -> float:
     text = httpx.get(server.url + "/metrics").text
     found = re.search(
         rf'^puente_persona_farewells_total\{{persona="{persona}"\}} (\S+)$', text, re.M
@@ -210,30 +209,27 @@ def test_normal_answer_streams_unchanged(sdk: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("first", ["Hola", "[[nota]]"])
 def test_first_chunk_not_held_for_the_next_one(sdk: openai.OpenAI, first: str) -> None:
-    # The fake sends the role chunk, then one word every ``delay`` seconds. A gateway holding
-    # the first word back until the next arrives would show it ``2 * delay`` after the role.
-    delay = 0.25
+    # The fake sends the role chunk and the first word, then fails instead of sending a second
+    # word. A gateway that held the first word back until the next one arrived would never send
+    # it: the client gets it only if it went out as soon as it came in. No clock involved.
     stream = sdk.chat.completions.create(
         model="matematicas",
         messages=USER,
         stream=True,
-        extra_body={"fake": {"reply": f"{first} mundo cruel", "delay": delay}},
+        extra_body={"fake": {"reply": f"{first} mundo cruel", "fail_after": 2}},
     )
-    arrivals: list[tuple[float, str]] = []
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content is not None:
-            arrivals.append((time.monotonic(), chunk.choices[0].delta.content))
-    (role_at, role_text), (first_at, first_text) = arrivals[0], arrivals[1]
-    assert role_text == ""
-    assert first_text == first
-    assert first_at - role_at < 1.5 * delay
+    received: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received.extend(c.delta.content for c in chunk.choices if c.delta.content)
+    assert received == [first]
 
 
 def test_marker_from_a_plain_model_is_not_touched(sdk: openai.OpenAI) -> None:
     assert _ask(sdk, MARKER, model="fake-model").choices[0].message.content == MARKER
 
 
-def test_farewells_are_counted_per_persona(server: PuenteProcess, sdk: openai.OpenAI) -> None:
+def test_farewells_are_counted_per_persona(server: InProcessPuente, sdk: openai.OpenAI) -> None:
     before = _farewells(server, "matematicas")
     _ask(sdk, MARKER)
     _stream(sdk, MARKER)

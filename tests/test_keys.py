@@ -30,27 +30,28 @@ from tests.access_support import (
 )
 from tests.conftest import gateway_config
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.support import PuenteProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("keys")
     env = {"PUENTE_ADMIN_KEY": ADMIN}
-    with PuenteProcess(gateway_config(fake_upstream), workdir, env=env) as proc:
+    with InProcessPuente(gateway_config(fake_upstream), workdir, env=env) as proc:
         yield proc
 
 
-def sdk(server: PuenteProcess, key: str) -> openai.OpenAI:
+def sdk(server: InProcessPuente, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
 
 
 # -- creating and using a key ------------------------------------------------------------------
 
 
-def test_a_key_created_over_http_works_from_the_openai_sdk(server: PuenteProcess) -> None:
+def test_a_key_created_over_http_works_from_the_openai_sdk(server: InProcessPuente) -> None:
     name = unique("app")
     r = httpx.post(
         server.url + "/admin/keys", json={"name": name}, headers=admin_headers(), timeout=10
@@ -72,7 +73,7 @@ def test_a_key_created_over_http_works_from_the_openai_sdk(server: PuenteProcess
         assert text == "Hello! You said: hi"
 
 
-async def test_a_key_works_from_the_async_sdk_and_in_x_api_key(server: PuenteProcess) -> None:
+async def test_a_key_works_from_the_async_sdk_and_in_x_api_key(server: InProcessPuente) -> None:
     secret = create_key(server, unique("async"))
     async with openai.AsyncOpenAI(
         base_url=server.base_url, api_key=secret, max_retries=0
@@ -88,7 +89,7 @@ async def test_a_key_works_from_the_async_sdk_and_in_x_api_key(server: PuentePro
     assert r.status_code == 200
 
 
-def test_the_cli_creates_keys_that_work_at_once(server: PuenteProcess) -> None:
+def test_the_cli_creates_keys_that_work_at_once(server: InProcessPuente) -> None:
     secret = cli_create(server.config_path, unique("cli"), "--models", "fake-model")
     assert secret.startswith("sk-pnt-")
     assert chat(server, secret).status_code == 200
@@ -97,7 +98,7 @@ def test_the_cli_creates_keys_that_work_at_once(server: PuenteProcess) -> None:
 # -- refusals ----------------------------------------------------------------------------------
 
 
-def test_no_key_or_a_wrong_key_is_401(server: PuenteProcess) -> None:
+def test_no_key_or_a_wrong_key_is_401(server: InProcessPuente) -> None:
     r = chat(server, None)
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
@@ -119,7 +120,7 @@ def test_no_key_or_a_wrong_key_is_401(server: PuenteProcess) -> None:
 
 
 def test_a_model_the_key_may_not_use_looks_like_one_that_does_not_exist(
-    server: PuenteProcess,
+    server: InProcessPuente,
 ) -> None:
     secret = create_key(server, unique("narrow"), models=["fake-model", "vendor/*"])
     with sdk(server, secret) as client:
@@ -148,7 +149,7 @@ def test_a_model_the_key_may_not_use_looks_like_one_that_does_not_exist(
         assert client.models.retrieve("fake-model").id == "fake-model"
 
 
-def test_revoking_with_the_cli_takes_effect_on_the_next_request(server: PuenteProcess) -> None:
+def test_revoking_with_the_cli_takes_effect_on_the_next_request(server: InProcessPuente) -> None:
     name = unique("revoke-cli")
     secret = create_key(server, name)
     assert chat(server, secret).status_code == 200
@@ -161,7 +162,7 @@ def test_revoking_with_the_cli_takes_effect_on_the_next_request(server: PuentePr
     assert r.json()["error"]["message"] == "This API key has been revoked."
 
 
-def test_revoking_over_http_takes_effect_on_the_next_request(server: PuenteProcess) -> None:
+def test_revoking_over_http_takes_effect_on_the_next_request(server: InProcessPuente) -> None:
     name = unique("revoke-http")
     secret = create_key(server, name)
     assert chat(server, secret).status_code == 200
@@ -172,7 +173,7 @@ def test_revoking_over_http_takes_effect_on_the_next_request(server: PuenteProce
     assert missing.status_code == 404
 
 
-def test_an_expired_key_is_401(server: PuenteProcess) -> None:
+def test_an_expired_key_is_401(server: InProcessPuente) -> None:
     secret = create_key(server, unique("brief"), expires="1s")
     time.sleep(1.1)
     r = chat(server, secret)
@@ -183,7 +184,7 @@ def test_an_expired_key_is_401(server: PuenteProcess) -> None:
 # -- management --------------------------------------------------------------------------------
 
 
-def test_listing_shows_names_and_hints_never_keys(server: PuenteProcess) -> None:
+def test_listing_shows_names_and_hints_never_keys(server: InProcessPuente) -> None:
     name = unique("listed")
     secret = create_key(server, name, rpm=7, budget_day=1000, models=["fake-*"])
     listing = httpx.get(server.url + "/admin/keys", headers=admin_headers()).json()["data"]
@@ -201,7 +202,7 @@ def test_listing_shows_names_and_hints_never_keys(server: PuenteProcess) -> None
         assert secret[7:] not in text
 
 
-def test_the_admin_api_needs_the_admin_key(server: PuenteProcess) -> None:
+def test_the_admin_api_needs_the_admin_key(server: InProcessPuente) -> None:
     secret = create_key(server, unique("not-admin"))
     for headers in ({}, {"Authorization": f"Bearer {secret}"}, admin_headers("wrong" * 5)):
         r = httpx.get(server.url + "/admin/keys", headers=headers)
@@ -210,7 +211,7 @@ def test_the_admin_api_needs_the_admin_key(server: PuenteProcess) -> None:
     assert httpx.get(server.url + "/admin/keys", headers={"x-api-key": ADMIN}).status_code == 200
 
 
-def test_creating_a_key_checks_what_it_is_given(server: PuenteProcess) -> None:
+def test_creating_a_key_checks_what_it_is_given(server: InProcessPuente) -> None:
     def post(body: dict[str, Any]) -> httpx.Response:
         return httpx.post(server.url + "/admin/keys", json=body, headers=admin_headers())
 
@@ -223,10 +224,22 @@ def test_creating_a_key_checks_what_it_is_given(server: PuenteProcess) -> None:
     assert post({"name": unique("x"), "rpm": 0}).status_code == 400
     assert post({"name": unique("x"), "colour": "red"}).status_code == 400
     assert post({"name": unique("x"), "expires": "soonish"}).status_code == 400
+    huge = post({"name": unique("x"), "rpm": 2**63})
+    assert huge.status_code == 400 and huge.json()["error"]["param"] == "rpm"
+
+
+def test_the_admin_key_is_checked_before_the_body_is_read(server: InProcessPuente) -> None:
+    # An outsider learns nothing about what the endpoint accepts: every body gets the same 401.
+    for content in (b"{not json", b'{"name": 3}', b'{"name": "ok-name"}'):
+        r = httpx.post(server.url + "/admin/keys", content=content)
+        assert r.status_code == 401, content
+        assert r.json()["error"]["type"] == "authentication_error"
+    bad = httpx.post(server.url + "/admin/keys", content=b"{not json", headers=admin_headers())
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
 
 
 def test_keys_never_reach_logs_error_bodies_or_the_upstream(
-    server: PuenteProcess, fake: FakeOpenAI
+    server: InProcessPuente, fake: FakeOpenAI
 ) -> None:
     name = unique("secretive")
     secret = create_key(server, name, models=["fake-model"], rpm=1)
@@ -243,7 +256,7 @@ def test_keys_never_reach_logs_error_bodies_or_the_upstream(
     assert all(
         secret not in str(headers) and ADMIN not in str(headers) for headers in fake.state.headers
     )
-    logs = server.observability.logs()
+    logs = server.logs()
     assert "chat model=" in logs  # the log is where it should be, and has the requests
     for known in [*SECRETS, ADMIN]:
         assert known not in logs

@@ -31,16 +31,17 @@ from tests.access_support import (
 )
 from tests.conftest import gateway_config
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.support import PuenteProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("limits")
     env = {"PUENTE_ADMIN_KEY": ADMIN}
-    with PuenteProcess(gateway_config(fake_upstream), workdir, env=env) as proc:
+    with InProcessPuente(gateway_config(fake_upstream), workdir, env=env) as proc:
         yield proc
 
 
@@ -52,7 +53,7 @@ async def burst(base_url: str, key: str, n: int) -> list[object]:
         return await asyncio.gather(*calls, return_exceptions=True)
 
 
-def key_tokens(server: PuenteProcess, name: str) -> float:
+def key_tokens(server: InProcessPuente, name: str) -> float:
     text = httpx.get(server.url + "/metrics").text
     total = 0.0
     for line in text.splitlines():
@@ -61,7 +62,7 @@ def key_tokens(server: PuenteProcess, name: str) -> float:
     return total
 
 
-async def test_requests_per_minute_are_exact_under_concurrent_load(server: PuenteProcess) -> None:
+async def test_requests_per_minute_are_exact_under_concurrent_load(server: InProcessPuente) -> None:
     key = create_key(server, unique("rpm"), rpm=5)
     results = await burst(server.base_url, key, 12)
     answered = [r for r in results if not isinstance(r, BaseException)]
@@ -78,7 +79,7 @@ async def test_requests_per_minute_are_exact_under_concurrent_load(server: Puent
     assert "5 requests per minute" in error["message"]
 
 
-def test_tokens_per_minute_refuse_once_used_up(server: PuenteProcess) -> None:
+def test_tokens_per_minute_refuse_once_used_up(server: InProcessPuente) -> None:
     key = create_key(server, unique("tpm"), tpm=20)
     # 8 tokens a request: the third starts at 16 < 20 and is answered; the fourth is not.
     statuses = [chat(server, key).status_code for _ in range(4)]
@@ -89,7 +90,7 @@ def test_tokens_per_minute_refuse_once_used_up(server: PuenteProcess) -> None:
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-def test_streamed_tokens_count_against_the_limit(server: PuenteProcess) -> None:
+def test_streamed_tokens_count_against_the_limit(server: InProcessPuente) -> None:
     name = unique("tpm-stream")
     key = create_key(server, name, tpm=20)
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -106,7 +107,7 @@ def test_streamed_tokens_count_against_the_limit(server: PuenteProcess) -> None:
             client.chat.completions.create(model="fake-model", messages=USER, stream=True)
 
 
-def test_limits_are_per_key(server: PuenteProcess) -> None:
+def test_limits_are_per_key(server: InProcessPuente) -> None:
     tight = create_key(server, unique("tight"), rpm=1)
     other = create_key(server, unique("other"), rpm=1)
     free = create_key(server, unique("free"))
@@ -138,7 +139,41 @@ def test_a_daily_budget_cuts_off_and_survives_a_restart(
         assert chat(proc, key).status_code == 429
 
 
-def test_a_monthly_budget_cuts_off(server: PuenteProcess) -> None:
+async def test_a_budget_holds_under_concurrent_requests(server: InProcessPuente) -> None:
+    # Twenty requests at once against a budget of 50 tokens: admission holds what each may
+    # spend (no max_tokens: an estimate of 1024) until it ends, so requests in flight together
+    # get one answer between them. However the machine orders them, no more are answered than
+    # the 7 that 50 tokens pay for (8 each), never twenty.
+    name = unique("budget-burst")
+    key = create_key(server, name, budget_day=50)
+    results = await burst(server.base_url, key, 20)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert 1 <= len(answered) <= 7, results
+    assert len(refused) == 20 - len(answered)
+    assert refused[0].code == "budget_exceeded"
+    used = len(answered) * TOKENS_PER_REQUEST
+    assert key_tokens(server, name) == used  # charged what it used, counted before answering
+    # The holds were given back as answers ended: what is left of the budget serves again.
+    left = -(-(50 - used) // TOKENS_PER_REQUEST) if used < 50 else 0
+    statuses = [chat(server, key).status_code for _ in range(left + 1)]
+    assert statuses == [200] * left + [429]
+
+
+async def test_a_stated_max_tokens_is_what_is_held(server: InProcessPuente) -> None:
+    # With max_tokens 5 each request may spend about 5 + its prompt: several fit at once.
+    key = create_key(server, unique("budget-bounded"), budget_day=60)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0) as sdk:
+        calls = [
+            sdk.chat.completions.create(model="fake-model", messages=USER, max_tokens=5)
+            for _ in range(10)
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert 2 <= len(answered) < 10, results
+
+
+def test_a_monthly_budget_cuts_off(server: InProcessPuente) -> None:
     key = create_key(server, unique("monthly"), budget_month=10)
     assert [chat(server, key).status_code for _ in range(3)] == [200, 200, 429]
     message = chat(server, key).json()["error"]["message"]
@@ -157,7 +192,7 @@ def reset_seconds(value: str) -> int:
     return int(match[1] or 0) * 60 + int(match[2])
 
 
-def test_every_answer_shows_the_requests_left(server: PuenteProcess) -> None:
+def test_every_answer_shows_the_requests_left(server: InProcessPuente) -> None:
     key = create_key(server, unique("headers-rpm"), rpm=5)
     remaining = []
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -189,7 +224,7 @@ def test_every_answer_shows_the_requests_left(server: PuenteProcess) -> None:
     assert 1 <= int(headers["retry-after"]) <= reset_seconds(headers["x-ratelimit-reset-requests"])
 
 
-def test_tokens_headers_count_what_answers_used(server: PuenteProcess) -> None:
+def test_tokens_headers_count_what_answers_used(server: InProcessPuente) -> None:
     name = unique("headers-tpm")
     key = create_key(server, name, rpm=100, tpm=1000)
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:
@@ -207,7 +242,7 @@ def test_tokens_headers_count_what_answers_used(server: PuenteProcess) -> None:
     assert headers["x-ratelimit-remaining-requests"] == "98"
 
 
-def test_keys_without_limits_get_no_ratelimit_headers(server: PuenteProcess) -> None:
+def test_keys_without_limits_get_no_ratelimit_headers(server: InProcessPuente) -> None:
     free = create_key(server, unique("headers-free"))
     budget_only = create_key(server, unique("headers-budget"), budget_month=10_000)
     for key in (free, budget_only):
@@ -246,7 +281,7 @@ async def test_the_minute_slides_second_by_second() -> None:
     clock.now = 1_000_060.0  # the first second has left the window
     assert (await limiter.admit(key)).refused is None
 
-    limiter.settle(key, 50)
+    await limiter.settle(key, 50)
     clock.now += 59
     assert (await limiter.admit(key)).refused == "tokens"
     clock.now += 1
@@ -259,7 +294,7 @@ async def test_decisions_carry_exact_counts_and_resets() -> None:
     _, key = mint(KeySpec(name="k", limits=Limits(rpm=2, tpm=40, budget_day=50)))
     first = await limiter.admit(key)
     assert (first.requests_used, first.requests_reset, first.tokens_reset) == (1, 59.75, 0.0)
-    limiter.settle(key, 30)
+    await limiter.settle(key, 30)
     clock.now += 10
     second = await limiter.admit(key)
     assert (second.requests_used, second.tokens_used) == (2, 30)
@@ -268,7 +303,7 @@ async def test_decisions_carry_exact_counts_and_resets() -> None:
     assert refused.refused == "requests" and refused.requests_used == 2
     assert refused.retry_after == pytest.approx(49.75)  # the first request leaves the window
     assert refused.requests_reset == pytest.approx(59.75)  # the second one leaves it
-    limiter.settle(key, 30)
+    await limiter.settle(key, 30)
     over = await limiter.admit(key)  # the budget refuses first, and still shows the windows
     assert over.refused == "budget_day" and (over.requests_used, over.tokens_used) == (2, 60)
 
@@ -278,12 +313,12 @@ async def test_a_daily_budget_renews_at_utc_midnight() -> None:
     clock = Clock(midnight - 1)
     limiter = MemoryLimiter(clock)
     _, key = mint(KeySpec(name="k", limits=Limits(budget_day=100, budget_month=1000)))
-    limiter.settle(key, 100)
+    await limiter.settle(key, 100)
     refused = await limiter.admit(key)
     assert refused.refused == "budget_day" and refused.retry_after == pytest.approx(1)
     clock.now = midnight + 1
     assert (await limiter.admit(key)).refused is None
-    limiter.settle(key, 900)  # a new month, too: February's 100 no longer count
+    await limiter.settle(key, 900)  # a new month, too: February's 100 no longer count
     assert (await limiter.admit(key)).refused == "budget_day"
 
 

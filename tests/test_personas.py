@@ -13,8 +13,8 @@ import pytest
 from server.config import ConfigError, parse_config
 from server.personas.config import DEFAULT_MARKER
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.persona_setup import MATH_RULES, MATH_SYSTEM, persona_config
-from tests.support import PuenteProcess
 
 USER = {"role": "user", "content": "¿Cuánto es 2 + 2?"}
 CLIENT_SYSTEM = {"role": "system", "content": "Responde en verso."}
@@ -23,14 +23,14 @@ CLIENT_SYSTEM = {"role": "system", "content": "Responde en verso."}
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("personas")
-    with PuenteProcess(persona_config(fake_upstream), workdir) as proc:
+    with InProcessPuente(persona_config(fake_upstream), workdir) as proc:
         yield proc
 
 
 @pytest.fixture
-def sdk(server: PuenteProcess, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+def sdk(server: InProcessPuente, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
         yield client
 
@@ -192,7 +192,7 @@ def test_model_without_persona_is_untouched(sdk: openai.OpenAI, fake: FakeOpenAI
 # -- streaming and the async SDK --------------------------------------------------------------
 
 
-async def test_async_streaming_names_the_persona(server: PuenteProcess, fake: FakeOpenAI) -> None:
+async def test_async_streaming_names_the_persona(server: InProcessPuente, fake: FakeOpenAI) -> None:
     async with openai.AsyncOpenAI(
         base_url=server.base_url, api_key="unused", max_retries=0
     ) as client:
@@ -248,10 +248,16 @@ def test_fold_applies_to_clients_too(sdk: openai.OpenAI, fake: FakeOpenAI) -> No
     ]
 
 
-def test_metrics_label_the_persona(server: PuenteProcess, sdk: openai.OpenAI) -> None:
-    sdk.chat.completions.create(model="sordo", messages=[USER])
+def _persona_requests(server: InProcessPuente) -> float:
     text = httpx.get(server.url + "/metrics").text
-    assert 'puente_requests_total{model="sordo",provider="openai_compatible",status="200"}' in text
+    line = 'puente_requests_total{model="sordo",provider="openai_compatible",status="200"} '
+    return sum(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_metrics_label_the_persona(server: InProcessPuente, sdk: openai.OpenAI) -> None:
+    before = _persona_requests(server)
+    sdk.chat.completions.create(model="sordo", messages=[USER])
+    assert _persona_requests(server) == before + 1
 
 
 # -- the configuration -------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from tests.cloud_fixtures import ENV
 from tests.fakes.anthropic_vendor import FakeAnthropic
 from tests.fakes.gemini_vendor import FakeGemini
 from tests.fakes.vendor_server import VendorServer
+from tests.inprocess import InProcessPuente
 from tests.persona_setup import FAREWELL, MARKER, SPACED_FAREWELL, SPACED_MARKER
-from tests.support import PuenteProcess
 
 TARGETS = ["claude", "gemini"]
 USER: Any = [
@@ -76,15 +76,15 @@ def server(
     anthropic_vendor: FakeAnthropic,
     gemini_vendor: FakeGemini,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("personas-cloud")
     config = _config(anthropic_vendor, gemini_vendor)
-    with PuenteProcess(config, workdir, env=ENV) as proc:
+    with InProcessPuente(config, workdir, env=ENV) as proc:
         yield proc
 
 
 @pytest.fixture
-def sdk(server: PuenteProcess) -> Iterator[openai.OpenAI]:
+def sdk(server: InProcessPuente) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
         yield client
 

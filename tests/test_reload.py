@@ -93,7 +93,7 @@ def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def _logs_since(server: PuenteProcess, mark: int) -> str:
-    return server.observability.logs()[mark:]
+    return server.logs()[mark:]
 
 
 def _system_received(fake: FakeOpenAI) -> str:
@@ -150,7 +150,7 @@ def test_sighup_reloads_while_a_stream_finishes(
     in_flight = background(stream_on_old_model)
     _eventually(lambda: fake.state.in_progress == 1)
     _write(server, _config(fake, 2, with_old_model=False))
-    mark = len(server.observability.logs())
+    mark = len(server.logs())
     server.signal(signal.SIGHUP)
     _eventually(lambda: "nueva" in _models(server))
 
@@ -180,14 +180,13 @@ def test_post_reload_keeps_a_waiting_request(
         sdk.chat.completions.create,
         model="guia",
         messages=USER,
-        extra_body={"fake": {"reply": "sigo aquí", "delay": 1.0}},
+        extra_body={"fake": {"reply": "sigo aquí", "delay": 5.0}},
     )
     _eventually(lambda: fake.state.in_progress == 1)
     _write(server, _config(fake, 2, with_old_model=False))
-    started = time.monotonic()
     response = _post_reload(server)
     assert response.status_code == 200
-    assert time.monotonic() - started < 0.8  # does not wait for requests in flight
+    assert not in_flight.done()  # the reload did not wait for the request in flight
     assert response.json()["personas"] == ["guia", "nueva"]
 
     answer = in_flight.result(timeout=10)
@@ -202,7 +201,7 @@ def test_persona_edit_keeps_running_providers(
     config = _config(fake, 1)
     config["personas"][0]["system"] = "Versión editada."
     _write(server, config)
-    mark = len(server.observability.logs())
+    mark = len(server.logs())
     assert _post_reload(server).status_code == 200
     assert "personas guia (0 new, 0 retired)" in _logs_since(server, mark)
     sdk.chat.completions.create(model="guia", messages=USER)
@@ -242,7 +241,7 @@ def test_bad_file_refused_over_http(
     error = response.json()["error"]
     assert error["code"] == "invalid_config"
     assert reason in error["message"]
-    assert "Traceback" not in server.observability.logs()
+    assert "Traceback" not in server.logs()
     # The running configuration is untouched.
     assert {"fake-model", "vieja", "guia"} <= _models(server)
     sdk.chat.completions.create(model="guia", messages=USER)
@@ -253,7 +252,7 @@ def test_bad_file_refused_on_sighup(
     server: PuenteProcess, sdk: openai.OpenAI, fake: FakeOpenAI
 ) -> None:
     _write(server, "personas: [{name: guia, model: fake-model}]\n")
-    mark = len(server.observability.logs())
+    mark = len(server.logs())
     server.signal(signal.SIGHUP)
     refused = "reload refused, keeping the running configuration"
     _eventually(lambda: refused in _logs_since(server, mark))

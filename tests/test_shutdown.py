@@ -121,7 +121,7 @@ def test_past_the_drain_timeout_requests_are_cut_off_cleanly(
         puente.signal(signal.SIGTERM)
         stream.join(10)
         whole.join(10)
-        assert time.monotonic() - signalled < drain_timeout + 2
+        assert time.monotonic() - signalled < 8  # cut off, not the 10 s both would take
 
         events = sse_events(stream.text)
         assert stream.status == 200

@@ -27,6 +27,7 @@ from tests.access_support import (
 )
 from tests.conftest import gateway_config
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 from tests.support import PuenteProcess
 
 
@@ -39,10 +40,10 @@ def config_with_persona(fake: FakeOpenAI) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(
     fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PuenteProcess]:
+) -> Iterator[InProcessPuente]:
     workdir: Path = tmp_path_factory.mktemp("usage")
     env = {"PUENTE_ADMIN_KEY": ADMIN}
-    with PuenteProcess(config_with_persona(fake_upstream), workdir, env=env) as proc:
+    with InProcessPuente(config_with_persona(fake_upstream), workdir, env=env) as proc:
         yield proc
 
 
@@ -56,7 +57,7 @@ def totals(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def counter(server: PuenteProcess, name: str, **labels: str) -> float:
+def counter(server: InProcessPuente, name: str, **labels: str) -> float:
     total = 0.0
     for line in httpx.get(server.url + "/metrics").text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -64,7 +65,7 @@ def counter(server: PuenteProcess, name: str, **labels: str) -> float:
     return total
 
 
-async def test_usage_totals_match_the_requests_sent(server: PuenteProcess) -> None:
+async def test_usage_totals_match_the_requests_sent(server: InProcessPuente) -> None:
     alice, bob = unique("alice"), unique("bob")
     keys = {alice: create_key(server, alice), bob: create_key(server, bob)}
     seen: dict[str, dict[str, int]] = {alice: {}, bob: {}}
@@ -146,7 +147,7 @@ async def test_usage_totals_match_the_requests_sent(server: PuenteProcess) -> No
     assert counter(server, "puente_key_tokens_total", key=bob) == seen[bob]["alias"]
 
 
-def test_usage_rows_say_what_each_request_was(server: PuenteProcess) -> None:
+def test_usage_rows_say_what_each_request_was(server: InProcessPuente) -> None:
     name = unique("rows")
     key = create_key(server, name)
     with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as client:

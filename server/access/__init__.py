@@ -10,16 +10,13 @@ startup.py          building all of it in the lifespan; the check before serving
 cli.py              ``puente keys create|list|revoke|usage``
 """
 
-from server.access.auth import Access, Principal, PrincipalDep, authenticate
-from server.access.startup import StartRefused, check_start, start_access, stop_access
+from server.access.auth import Access, Principal
+from server.access.startup import StartRefused, check_start, start_access
 
 __all__ = [
     "Access",
     "Principal",
-    "PrincipalDep",
     "StartRefused",
-    "authenticate",
     "check_start",
     "start_access",
-    "stop_access",
 ]

@@ -15,19 +15,18 @@ import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
-
-from fastapi import Depends, Request
+from types import MappingProxyType
+from typing import TypeVar
 
 from server.access.keys import ApiKey, hash_secret, same_hash
 from server.access.metrics import ANONYMOUS, AccessMetrics, Children
 from server.access.periods import day_of
-from server.access.ratelimit import Decision, Limiter
-from server.access.storage import StorageError, Store, UsageRow
+from server.access.ratelimit import Decision, Limiter, Reservation
+from server.access.storage import KeyNameTaken, StorageError, Store, UsageRow
 from server.access.usage import UsageRecorder
 from server.config import AuthMode
 from server.errors import ModelNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from server.pipeline.pipeline import RequestRecord
+from server.pipeline.record import RequestRecord
 
 log = logging.getLogger("puente.access")
 
@@ -85,11 +84,22 @@ class Principal:
     def may_use(self, model: str) -> bool:
         return self.key is None or self.key.allows(model)
 
-    async def admit(self, model: str) -> dict[str, str]:
-        """404 for a model this key may not use, 429 over a limit; otherwise count the request
-        and return the ``x-ratelimit-*`` headers its answer carries (none for a key without
-        ``rpm``/``tpm``)."""
-        return await self.access.admit(self, model)
+    async def admit(self, model: str, reserve: int = 0) -> Admitted:
+        """404 for a model this key may not use, 429 over a limit; otherwise count the request,
+        hold ``reserve`` tokens against its budgets, and return the ``x-ratelimit-*`` headers
+        its answer carries (none for a key without ``rpm``/``tpm``)."""
+        return await self.access.admit(self, model, reserve)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    headers: Mapping[str, str]
+    reservation: Reservation | None = None
+    """Given back when the request ends (``Access.on_request_end``)."""
+
+
+# Shared and never mutated: the admission of every key without limits (and of no key at all).
+_NO_LIMITS = Admitted(MappingProxyType({}))
 
 
 class Access:
@@ -126,7 +136,7 @@ class Access:
             return self.mode == "none"
         now = time.monotonic()
         if not self._keys_exist and now - self._checked_at >= _NO_KEYS_RECHECK:
-            self._keys_exist = await self._store_call(self.store.any_keys())
+            self._keys_exist = await self.stored(self.store.any_keys())
             self._checked_at = now
         return self.loopback and not self._keys_exist
 
@@ -142,7 +152,7 @@ class Access:
                 raise _unauthorized(_NO_KEYS_EXPOSED, "no_api_keys")
             raise _unauthorized(_MISSING, "missing_api_key")
         digest = hash_secret(secret)
-        key = await self._store_call(self.store.find_key(digest))
+        key = await self.stored(self.store.find_key(digest))
         if key is None or not same_hash(key.key_hash, digest):
             if await self._open():
                 return self._anonymous  # SDKs send some key even when none is needed
@@ -165,35 +175,39 @@ class Access:
     def key_created(self) -> None:
         self._keys_exist = True
 
-    async def _store_call(self, work: Awaitable[T]) -> T:
+    async def stored(self, work: Awaitable[T]) -> T:
+        """A call to the key and usage database; its failure is a 503 for the client (a name
+        already taken is the caller's to answer)."""
         try:
             return await work
+        except KeyNameTaken:
+            raise
         except StorageError as exc:
-            log.error("key store failed: %s", exc)
+            log.error("key database failed: %s", exc)
             raise ServiceUnavailable(
-                "API keys cannot be checked right now; try again shortly.", retry_after=1
+                "The key database is unavailable; try again shortly.", retry_after=1
             ) from None
 
     # -- admission -----------------------------------------------------------------------------
 
-    async def admit(self, principal: Principal, model: str) -> dict[str, str]:
+    async def admit(self, principal: Principal, model: str, reserve: int) -> Admitted:
         key = principal.key
         if key is None:
-            return _NO_HEADERS
+            return _NO_LIMITS
         if not key.allows(model):
-            raise ModelNotFound(f"The model '{model}' does not exist.")
+            raise ModelNotFound.named(model)
         limits = key.limits
         if not (limits.rpm or limits.counts_tokens):
-            return _NO_HEADERS
-        decision = await self.limiter.admit(key)
+            return _NO_LIMITS
+        decision = await self.limiter.admit(key, reserve)
         if decision.refused is not None:
             self.metrics.limited.labels(key.name, decision.refused).inc()
             raise _refusal(key, decision)
-        return ratelimit_headers(key, decision)
+        return Admitted(ratelimit_headers(key, decision), decision.reservation)
 
     # -- the end of every request (a Gateway listener) -----------------------------------------
 
-    def on_request_end(self, record: RequestRecord) -> None:
+    async def on_request_end(self, record: RequestRecord) -> None:
         name = record.principal
         label = name or ANONYMOUS
         self._requests(label, record.model, str(record.status)).inc()
@@ -203,8 +217,9 @@ class Access:
             self._tokens(label, record.model, "completion").inc(record.completion_tokens)
         tokens = record.prompt_tokens + record.completion_tokens
         key = self._seen.get(name) if name else None
-        if key is not None and tokens and key.limits.counts_tokens:
-            self.limiter.settle(key, tokens)
+        reservation = record.reservation if isinstance(record.reservation, Reservation) else None
+        if key is not None and key.limits.counts_tokens and (tokens or reservation):
+            await self.limiter.settle(key, tokens, reservation)
         now = time.time()
         self.recorder.add(
             UsageRow(
@@ -299,11 +314,3 @@ def _refusal(key: ApiKey, decision: Decision) -> RateLimited:
     return RateLimited(
         f"{message} Try again in {wait}.", retry_after=decision.retry_after, headers=headers
     )
-
-
-async def authenticate(request: Request) -> Principal:
-    access: Access = request.app.state.runtime.extensions["access"]
-    return await access.authenticate(request.headers)
-
-
-PrincipalDep = Annotated[Principal, Depends(authenticate)]

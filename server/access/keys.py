@@ -15,7 +15,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Literal
 
 KEY_PREFIX = "sk-pnt-"
@@ -54,9 +53,8 @@ class Limits:
         return bool(self.tpm or self.budget_day or self.budget_month)
 
 
-@lru_cache(maxsize=4096)
-def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
+def _pattern(patterns: tuple[str, ...]) -> str:
+    return "|".join(fnmatch.translate(p) for p in patterns) or r"(?!)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +80,8 @@ class ApiKey:
         return "active"
 
     def allows(self, model: str) -> bool:
-        return _matcher(self.models).fullmatch(model) is not None
+        # ``re`` keeps compiled patterns, so the same key's pattern is compiled once.
+        return re.fullmatch(_pattern(self.models), model) is not None
 
     def public(self) -> dict[str, object]:
         """What the admin API and ``puente keys list`` show: never the hash."""

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 _DAY = 86400
 
 
-# Every request asks for today's names; formatting a date each time would cost microseconds.
-@lru_cache(maxsize=4)
-def _day_name(day: int) -> str:
-    return datetime.fromtimestamp(day * _DAY, UTC).strftime("%Y-%m-%d")
-
-
-@lru_cache(maxsize=4)
-def _month_name(day: int) -> str:
-    return datetime.fromtimestamp(day * _DAY, UTC).strftime("%Y-%m")
-
-
 def day_of(ts: float) -> str:
-    return _day_name(int(ts // _DAY))
+    return datetime.fromtimestamp(ts // _DAY * _DAY, UTC).strftime("%Y-%m-%d")
 
 
 def month_of(ts: float) -> str:
-    return _month_name(int(ts // _DAY))
+    return datetime.fromtimestamp(ts // _DAY * _DAY, UTC).strftime("%Y-%m")
 
 
 def day_start(ts: float) -> float:

@@ -6,6 +6,11 @@ at the turn of a minute. The request count is checked and taken in one step at a
 are only known at the end, so they are added then (``settle``) and a key is refused once what it
 already used reaches a limit — the request that crosses a line is answered, the next one is not.
 
+Budgets count what requests still in flight may spend, too: admission *reserves* the request's
+bound (its ``max_tokens``, or an estimate) against the day's and month's budget, and ``settle``
+replaces the reservation with what was really used. Without it, fifty streams admitted at once
+against a nearly spent budget would all be answered before the first one was counted.
+
 ``MemoryLimiter`` keeps the counts for one process; ``RedisLimiter`` (ratelimit_redis.py) keeps
 the same counts in Redis, updated by Lua scripts, so any number of replicas share them exactly.
 """
@@ -40,15 +45,28 @@ class Decision:
     tokens_reset: float = 0.0
     budget_used: int = 0
 
+    reservation: Reservation | None = None
+    """What admission reserved against the key's budgets; ``settle`` gives it back."""
 
-ADMITTED = Decision()
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    tokens: int
+    day: str
+    month: str
 
 
 class Limiter(Protocol):
-    async def admit(self, key: ApiKey) -> Decision: ...
+    async def admit(self, key: ApiKey, reserve: int = 0) -> Decision:
+        """Check the key's limits and take the request; ``reserve`` tokens are held against its
+        budgets until ``settle``."""
+        ...
 
-    def settle(self, key: ApiKey, tokens: int) -> None:
-        """Count the tokens a finished request used (called from the request's listener)."""
+    async def settle(
+        self, key: ApiKey, tokens: int, reservation: Reservation | None = None
+    ) -> None:
+        """Count the tokens a finished request used (called from the request's listener) and
+        give back its reservation."""
         ...
 
     async def seed(self, day: dict[str, int], month: dict[str, int]) -> None:
@@ -106,6 +124,12 @@ def budget_refusal(key: ApiKey, day_used: int, month_used: int, now: float) -> D
     return None
 
 
+def _held(reservation: Reservation | None, period: str, current: str) -> int:
+    if reservation is None:
+        return 0
+    return reservation.tokens if getattr(reservation, period) == current else 0
+
+
 class _KeyState:
     __slots__ = ("day", "day_used", "month", "month_used", "requests", "tokens")
 
@@ -138,7 +162,7 @@ class MemoryLimiter:
             state = self._keys[name] = _KeyState()
         return state
 
-    async def admit(self, key: ApiKey) -> Decision:
+    async def admit(self, key: ApiKey, reserve: int = 0) -> Decision:
         now = self._clock()
         second = int(now)
         limits = key.limits
@@ -177,20 +201,31 @@ class MemoryLimiter:
                 tokens_reset=tokens.reset(now),
             )
         requests.add(second, 1)
+        reservation = None
+        if (limits.budget_day or limits.budget_month) and reserve > 0:
+            state.day_used += reserve
+            state.month_used += reserve
+            reservation = Reservation(reserve, state.day, state.month)
         return Decision(
             requests_used=requests_used + 1,
             requests_reset=second + WINDOW - now,
             tokens_used=tokens_used,
             tokens_reset=tokens.reset(now),
+            reservation=reservation,
         )
 
-    def settle(self, key: ApiKey, tokens: int) -> None:
+    async def settle(
+        self, key: ApiKey, tokens: int, reservation: Reservation | None = None
+    ) -> None:
         now = self._clock()
         state = self._state(key.name)
-        state.tokens.add(int(now), tokens)
+        if tokens:
+            state.tokens.add(int(now), tokens)
         state.roll(now)
-        state.day_used += tokens
-        state.month_used += tokens
+        # A reservation made on a day (month) that has ended is not taken back from this one.
+        state.day_used = max(0, state.day_used + tokens - _held(reservation, "day", state.day))
+        month_held = _held(reservation, "month", state.month)
+        state.month_used = max(0, state.month_used + tokens - month_held)
 
     async def seed(self, day: dict[str, int], month: dict[str, int]) -> None:
         now = self._clock()

@@ -8,7 +8,6 @@ key name in a hash tag (``{name}``) so one script's keys share a slot on Redis C
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -17,13 +16,14 @@ from redis.exceptions import RedisError
 
 from server.access import periods
 from server.access.keys import ApiKey
-from server.access.ratelimit import WINDOW, Decision, LimitName
+from server.access.ratelimit import WINDOW, Decision, LimitName, Reservation
 from server.errors import ServiceUnavailable
 
 log = logging.getLogger("puente.access")
 
 # KEYS: requests window, tokens window (hashes second → count), day tokens, month tokens.
-# ARGV: rpm, tpm, budget_day, budget_month (0: no limit).
+# ARGV: rpm, tpm, budget_day, budget_month (0: no limit), window, tokens to reserve against the
+# budgets, day ttl, month ttl.
 # Returns {verdict, requests used, requests reset ms, tokens used, tokens reset ms, budget used,
 # retry ms}: a reset is when the window is empty again, a retry when it is below its limit.
 _ADMIT = """
@@ -98,19 +98,34 @@ if rpm > 0 then
   requests_used = requests_used + 1
   requests_reset = math.ceil((sec + window - now) * 1000)
 end
-return {'ok', requests_used, requests_reset, tokens_used, tokens_reset, 0, 0}
+local reserve = tonumber(ARGV[6])
+if reserve > 0 and (budget_day > 0 or budget_month > 0) then
+  redis.call('INCRBY', KEYS[3], reserve)
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  redis.call('INCRBY', KEYS[4], reserve)
+  redis.call('EXPIRE', KEYS[4], ARGV[8])
+else
+  reserve = 0
+end
+return {'ok', requests_used, requests_reset, tokens_used, tokens_reset, 0, 0, reserve}
 """
 
-# KEYS: tokens window, day tokens, month tokens. ARGV: tokens, window, day ttl, month ttl.
+# KEYS: tokens window, day tokens, month tokens. ARGV: tokens, window, day ttl, month ttl,
+# tokens reserved on this day, on this month (given back: the tokens used replace them).
 _SETTLE = """
 local sec = tonumber(redis.call('TIME')[1])
 local n = tonumber(ARGV[1])
-redis.call('HINCRBY', KEYS[1], sec, n)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1)
-redis.call('INCRBY', KEYS[2], n)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('INCRBY', KEYS[3], n)
-redis.call('EXPIRE', KEYS[3], ARGV[4])
+if n > 0 then
+  redis.call('HINCRBY', KEYS[1], sec, n)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1)
+end
+local function adjust(key, delta, ttl)
+  local v = redis.call('INCRBY', key, delta)
+  if v < 0 then redis.call('SET', key, 0) end
+  redis.call('EXPIRE', key, ttl)
+end
+adjust(KEYS[2], n - tonumber(ARGV[5]), ARGV[3])
+adjust(KEYS[3], n - tonumber(ARGV[6]), ARGV[4])
 return 1
 """
 
@@ -135,12 +150,11 @@ class RedisLimiter:
         )
         self._admit = self._client.register_script(_ADMIT)
         self._settle = self._client.register_script(_SETTLE)
-        self._pending: set[asyncio.Task[None]] = set()
 
     async def ping(self) -> None:
         await self._client.ping()
 
-    async def admit(self, key: ApiKey) -> Decision:
+    async def admit(self, key: ApiKey, reserve: int = 0) -> Decision:
         limits = key.limits
         args = [
             limits.rpm or 0,
@@ -148,6 +162,9 @@ class RedisLimiter:
             limits.budget_day or 0,
             limits.budget_month or 0,
             WINDOW,
+            max(0, reserve),
+            _DAY_TTL,
+            _MONTH_TTL,
         ]
         now = time.time()
         try:
@@ -160,14 +177,21 @@ class RedisLimiter:
             ) from None
         verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         requests_used, requests_ms, tokens_used, tokens_ms, budget_used, retry_ms = map(
-            int, reply[1:]
+            int, reply[1:7]
         )
         if verdict == "ok":
+            reserved = int(reply[7])
+            reservation = (
+                Reservation(reserved, periods.day_of(now), periods.month_of(now))
+                if reserved
+                else None
+            )
             return Decision(
                 requests_used=requests_used,
                 requests_reset=requests_ms / 1000,
                 tokens_used=tokens_used,
                 tokens_reset=tokens_ms / 1000,
+                reservation=reservation,
             )
         refused: LimitName
         if verdict == "budget_day":
@@ -188,15 +212,19 @@ class RedisLimiter:
             budget_used=budget_used,
         )
 
-    def settle(self, key: ApiKey, tokens: int) -> None:
-        task = asyncio.ensure_future(self._add_tokens(key.name, tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _add_tokens(self, name: str, tokens: int) -> None:
-        keys = _keys(name, time.time())[1:]
+    async def settle(
+        self, key: ApiKey, tokens: int, reservation: Reservation | None = None
+    ) -> None:
+        name, now = key.name, time.time()
+        keys = _keys(name, now)[1:]
+        # A reservation made on a day (month) that has ended is not taken back from this one.
+        day = reservation.tokens if reservation and reservation.day == periods.day_of(now) else 0
+        month = (
+            reservation.tokens if reservation and reservation.month == periods.month_of(now) else 0
+        )
+        args = [tokens, WINDOW, _DAY_TTL, _MONTH_TTL, day, month]
         try:
-            await self._settle(keys=keys, args=[tokens, WINDOW, _DAY_TTL, _MONTH_TTL])
+            await self._settle(keys=keys, args=args)
         except RedisError as exc:
             log.warning("rate limiter: %d tokens of key %s not counted: %s", tokens, name, exc)
 
@@ -211,6 +239,4 @@ class RedisLimiter:
             await pipe.execute()
 
     async def aclose(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
         await self._client.aclose()

@@ -19,11 +19,12 @@ from server.access.ratelimit_redis import RedisLimiter
 from server.access.storage import StorageError, Store, database_url, open_store
 from server.access.usage import UsageRecorder
 from server.config import Settings
-from server.lifecycle.runtime import Runtime
+from server.observability.metrics import Metrics
 
 log = logging.getLogger("puente.access")
 
 ADMIN_KEY_ENV = "PUENTE_ADMIN_KEY"
+METRICS_KEY_ENV = "PUENTE_METRICS_KEY"
 _MIN_ADMIN_KEY = 16
 
 
@@ -48,6 +49,19 @@ def admin_hash() -> str | None:
         raise StartRefused(
             f"{ADMIN_KEY_ENV} is too short: use at least {_MIN_ADMIN_KEY} random characters "
             "(for example the output of 'openssl rand -hex 32')"
+        )
+    return hash_secret(secret)
+
+
+def metrics_key_hash() -> str | None:
+    """``PUENTE_METRICS_KEY``: when set, ``/metrics`` needs it (a scraper's bearer token), so key
+    names and per-key usage are not shown to anyone who can reach the port."""
+    secret = os.environ.get(METRICS_KEY_ENV, "")
+    if not secret:
+        return None
+    if len(secret) < _MIN_ADMIN_KEY:
+        raise StartRefused(
+            f"{METRICS_KEY_ENV} is too short: use at least {_MIN_ADMIN_KEY} characters"
         )
     return hash_secret(secret)
 
@@ -93,6 +107,7 @@ def check_start(settings: Settings) -> None:
     """Raise ``StartRefused`` when Puente cannot serve ``settings``, or would serve every model
     to anyone: its database or Redis unreachable, or a non-loopback address without keys."""
     admin_hash()
+    metrics_key_hash()
     asyncio.run(_check(settings))
 
 
@@ -110,9 +125,9 @@ async def _limiter(settings: Settings, store: Store) -> Limiter:
     return limiter
 
 
-async def start_access(runtime: Runtime) -> Access:
-    """Open the store, build the limiter and the usage writer, and listen to every request."""
-    settings = runtime.settings
+async def start_access(settings: Settings, metrics: Metrics) -> Access:
+    """Open the store, build the limiter and start the usage writer. The caller makes
+    ``Access.on_request_end`` hear every request's end."""
     admin = admin_hash()
     store = await open_migrated(settings)
     try:
@@ -120,25 +135,16 @@ async def start_access(runtime: Runtime) -> Access:
     except Exception:
         await store.aclose()
         raise
-    metrics = AccessMetrics(runtime.metrics.registry)
-    recorder = UsageRecorder(store, metrics)
+    access_metrics = AccessMetrics(metrics.registry)
+    recorder = UsageRecorder(store, access_metrics)
     access = Access(
         mode=settings.config.auth,
         store=store,
         limiter=limiter,
         recorder=recorder,
-        metrics=metrics,
+        metrics=access_metrics,
         admin_hash=admin,
         loopback=is_loopback(settings.host),
     )
     recorder.start()
-    runtime.gateway.listeners.append(access.on_request_end)
-    runtime.extensions["access"] = access
     return access
-
-
-async def stop_access(runtime: Runtime) -> None:
-    """Write the usage rows still pending (after the server stopped taking requests)."""
-    access = runtime.extensions.pop("access", None)
-    if isinstance(access, Access):
-        await access.aclose()

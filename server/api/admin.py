@@ -7,6 +7,7 @@
     DELETE /admin/keys/{name}   revoke; the next request with it gets 401
     GET    /admin/usage         totals per day, key and model (?since=&until=&key=)
     POST   /admin/reload        reload models and personas from the config file (as SIGHUP)
+    GET    /admin/personas      the personas as configured (rules, farewell), for the console
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.access.auth import Access
 from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
 from server.access.periods import day_range
-from server.access.storage import KeyNameTaken, StorageError
+from server.access.storage import KeyNameTaken
+from server.api.deps import RuntimeDep, runtime_of
 from server.api.wire import JSONResponse
-from server.errors import InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
-from server.lifecycle.reloader import Reloader
+from server.errors import InvalidRequest, ModelNotFound, NotFound, Unauthorized, param_path
+from server.pipeline.request import load_object
 
 log = logging.getLogger("puente.access")
 
@@ -32,7 +34,7 @@ router = APIRouter(prefix="/admin")
 
 
 async def _admin(request: Request) -> Access:
-    access: Access = request.app.state.runtime.extensions["access"]
+    access = runtime_of(request).access
     if access.admin_hash is None:
         raise Unauthorized(
             "The admin API is off: set PUENTE_ADMIN_KEY and restart Puente.",
@@ -47,26 +49,36 @@ async def _admin(request: Request) -> Access:
 AdminDep = Annotated[Access, Depends(_admin)]
 
 
+# Limits fit the databases' 64-bit integers with room to add usage to them.
+Amount = Annotated[int, Field(ge=1, le=2**53)]
+
+
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     models: Annotated[list[str], Field(min_length=1)] = ["*"]
-    rpm: int | None = None
-    tpm: int | None = None
-    budget_day: int | None = None
-    budget_month: int | None = None
+    rpm: Amount | None = None
+    tpm: Amount | None = None
+    budget_day: Amount | None = None
+    budget_month: Amount | None = None
     expires: str | None = None
     """A duration (``30d``), a date (``2026-12-31``) or ``never``."""
 
 
-def _storage_down(exc: StorageError) -> ServiceUnavailable:
-    log.error("admin: key database failed: %s", exc)
-    return ServiceUnavailable("The key database is unavailable; try again shortly.", retry_after=1)
+def _new_key(raw: bytes) -> NewKey:
+    try:
+        return NewKey.model_validate(load_object(raw))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        param = param_path(err["loc"]) or None
+        raise InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param) from None
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
+async def create_key(request: Request, access: AdminDep) -> JSONResponse:
+    # The body is read only once the admin key was checked (a parameter would be parsed first).
+    body = _new_key(await request.body())
     now = time.time()
     try:
         spec = KeySpec(
@@ -79,30 +91,22 @@ async def create_key(body: NewKey, access: AdminDep) -> JSONResponse:
     except InvalidKeySpec as exc:
         raise InvalidRequest(f"Invalid key: {exc}.", code="invalid_value") from None
     try:
-        await access.store.create_key(key)
+        await access.stored(access.store.create_key(key))
     except KeyNameTaken as exc:
         raise InvalidRequest(f"{exc}.", param="name", code="key_name_taken") from None
-    except StorageError as exc:
-        raise _storage_down(exc) from None
     access.key_created()
     return JSONResponse({**key.public(), "key": secret}, status_code=201)
 
 
 @router.get("/keys")
 async def list_keys(access: AdminDep) -> JSONResponse:
-    try:
-        keys = await access.store.list_keys()
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    keys = await access.stored(access.store.list_keys())
     return JSONResponse({"object": "list", "data": [key.public() for key in keys]})
 
 
 @router.get("/keys/{name}")
 async def get_key(name: str, access: AdminDep) -> JSONResponse:
-    try:
-        key = await access.store.get_key(name)
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    key = await access.stored(access.store.get_key(name))
     if key is None:
         raise NotFound(f"No key named '{name}'.", code="key_not_found")
     return JSONResponse(key.public())
@@ -110,10 +114,7 @@ async def get_key(name: str, access: AdminDep) -> JSONResponse:
 
 @router.delete("/keys/{name}")
 async def revoke_key(name: str, access: AdminDep) -> JSONResponse:
-    try:
-        key = await access.store.revoke_key(name, time.time())
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    key = await access.stored(access.store.revoke_key(name, time.time()))
     if key is None:
         raise NotFound(f"No key named '{name}'.", code="key_not_found")
     return JSONResponse(key.public())
@@ -131,10 +132,7 @@ async def usage(
         first, last = day_range(since, until, days)
     except ValueError as exc:
         raise InvalidRequest(f"{exc}.", param="since") from None
-    try:
-        totals = await access.store.usage_totals(first, last, key)
-    except StorageError as exc:
-        raise _storage_down(exc) from None
+    totals = await access.stored(access.store.usage_totals(first, last, key))
     return JSONResponse(
         {"object": "list", "since": first, "until": last, "data": [t.to_dict() for t in totals]}
     )
@@ -142,8 +140,7 @@ async def usage(
 
 @router.post("/reload")
 async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
-    reloader: Reloader = request.app.state.runtime.extensions["reloader"]
-    config = await reloader.reload()
+    config = await runtime_of(request).reloader.reload()
     return JSONResponse(
         {
             "status": "reloaded",
@@ -151,3 +148,19 @@ async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
             "personas": [p.name for p in config.personas],
         }
     )
+
+
+@router.get("/personas")
+async def list_personas(runtime: RuntimeDep, access: AdminDep) -> JSONResponse:
+    # The whole configuration of each persona (its instructions included, which clients never
+    # see), and whether its model can serve now.
+    snapshot = runtime.pipeline.snapshot
+    data = []
+    for persona in snapshot.personas:
+        try:
+            snapshot.catalog.resolve(persona.model)
+            available = True
+        except ModelNotFound:
+            available = False  # its model is disabled (a missing key): so is the persona
+        data.append({**persona.config.model_dump(mode="json"), "available": available})
+    return JSONResponse({"object": "list", "data": data})

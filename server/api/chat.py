@@ -1,52 +1,49 @@
-"""``POST /v1/chat/completions``."""
+"""``POST /v1/chat/completions``: the pipeline's own dialect, so the door only relays."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.access import PrincipalDep
-from server.api.wire import (
-    CLIENT_CLOSED,
-    ClientDisconnected,
-    JSONResponse,
-    SSEResponse,
-    error_response,
-    model_header,
-    until_disconnect,
-)
+from server.api.front_door import Call, Parsed, serve
+from server.api.sse import DONE, data_frame, openai_stream_error
+from server.api.wire import error_response
 from server.errors import PuenteError
-from server.lifecycle.runtime import RuntimeDep
-from server.observability.request_context import request_id
-from server.pipeline.pipeline import RequestRecord
-from server.pipeline.request import ChatRequest
+from server.pipeline.pipeline import Answer, AnswerStream
+from server.pipeline.request import JSON, ChatRequest
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep
-) -> Response:
-    gateway = runtime.gateway
-    record = RequestRecord(request_id=request_id.get(), principal=principal.name)
-    try:
-        chat = ChatRequest.parse(await request.body())
-        record.stream = chat.stream
-        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers
-        limit_headers = await principal.admit(chat.model)
-        if chat.stream:
-            stream = await until_disconnect(request, gateway.open_stream(chat, record))
-            return SSEResponse(stream, lambda: gateway.finish(record), limit_headers)
-        data = await until_disconnect(request, gateway.complete(chat, record))
-    except PuenteError as error:
-        record.fail(error)
-        gateway.finish(record)
+class ChatDoor:
+    api = "chat"
+
+    async def parse(self, raw: bytes, call: Call) -> Parsed[None]:
+        return Parsed(ChatRequest.parse(raw), None)
+
+    async def render(self, parsed: Parsed[None], answer: Answer) -> JSON:
+        return answer.data
+
+    async def frames(self, parsed: Parsed[None], stream: AnswerStream) -> AsyncIterator[bytes]:
+        include_usage = parsed.request.include_usage
+        async for chunk in stream:
+            if chunk.is_usage_only and not include_usage:
+                continue  # asked for by Puente to count tokens, not by the client
+            yield data_frame(chunk.encode())
+        yield DONE
+
+    def error_response(self, error: PuenteError) -> Response:
         return error_response(error)
-    except ClientDisconnected:
-        record.status = CLIENT_CLOSED
-        gateway.finish(record)
-        return Response(status_code=CLIENT_CLOSED)
-    gateway.finish(record)
-    headers = {"x-puente-model": model_header(record.answered_by), **limit_headers}
-    return JSONResponse(data, headers=headers)
+
+    def stream_error(self, error: PuenteError) -> bytes:
+        return openai_stream_error(error)
+
+
+DOOR = ChatDoor()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    return await serve(request, DOOR)

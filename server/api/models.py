@@ -6,15 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from server.access import PrincipalDep
+from server.api.deps import PrincipalDep, RuntimeDep
 from server.api.wire import JSONResponse
 from server.config import ModelConfig
 from server.errors import ModelNotFound
-from server.lifecycle.runtime import Runtime, RuntimeDep
+from server.lifecycle.runtime import Runtime
 from server.personas.persona import Personas
-from server.pipeline.catalog import Router
-from server.providers import Provider
-from server.providers.vllm import VLLMProvider
+from server.pipeline.catalog import Catalog
 
 router = APIRouter()
 
@@ -35,16 +33,12 @@ def model_card(
     return card
 
 
-def _state(provider: Provider) -> str | None:
-    return provider.state if isinstance(provider, VLLMProvider) and provider.engine else None
-
-
-def persona_cards(personas: Personas, router: Router, created: int) -> list[dict[str, Any]]:
+def persona_cards(personas: Personas, catalog: Catalog, created: int) -> list[dict[str, Any]]:
     """Entries for the personas whose model can serve now."""
     cards = []
     for persona in personas:
         try:
-            router.resolve(persona.model)
+            catalog.resolve(persona.model)
         except ModelNotFound:
             continue  # its model is disabled (a missing key): so is the persona
         cards.append(persona.card(created))
@@ -52,13 +46,13 @@ def persona_cards(personas: Personas, router: Router, created: int) -> list[dict
 
 
 def _cards(runtime: Runtime) -> list[dict[str, Any]]:
-    created = runtime.extensions.get("started_at", 0)
-    providers = runtime.router.providers
+    snapshot, created = runtime.pipeline.snapshot, runtime.started_at
+    providers = snapshot.catalog.providers
     return [
-        model_card(m, created, providers[m.name].kind, _state(providers[m.name]))
-        for m in runtime.router.available()
+        model_card(m, created, providers[m.name].kind, providers[m.name].engine_state())
+        for m in snapshot.catalog.available()
         if not m.is_wildcard
-    ] + persona_cards(runtime.gateway.personas, runtime.router, created)
+    ] + persona_cards(snapshot.personas, snapshot.catalog, created)
 
 
 @router.get("/v1/models")
@@ -70,11 +64,12 @@ async def list_models(runtime: RuntimeDep, principal: PrincipalDep) -> JSONRespo
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
     if not principal.may_use(model_id):  # the same 404 as a model that does not exist
-        raise ModelNotFound(f"The model '{model_id}' does not exist.")
+        raise ModelNotFound.named(model_id)
     for card in _cards(runtime):
         if card["id"] == model_id:
             return JSONResponse(card)
-    persona = runtime.gateway.personas.get(model_id)
+    snapshot = runtime.pipeline.snapshot
+    persona = snapshot.personas.get(model_id)
     # A configured-but-unavailable model (or a persona's) says why.
-    runtime.router.resolve(persona.model if persona else model_id)
-    raise ModelNotFound(f"The model '{model_id}' does not exist.")
+    snapshot.catalog.resolve(persona.model if persona else model_id)
+    raise ModelNotFound.named(model_id)

@@ -47,6 +47,8 @@ class Drain:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        """SIGTERM arrived: ``/ready`` answers 503 and no reload starts."""
         self.cutting = False
 
     def track(self, task: asyncio.Task[Any] | None = None) -> _Tracked:
@@ -155,11 +157,11 @@ def run(app: Any, config: uvicorn.Config, *, drain_timeout: float, drain_delay: 
     def on_drain() -> None:
         runtime = getattr(app.state, "runtime", None)
         if runtime is not None:
-            runtime.draining = True
+            runtime.pipeline.drain.draining = True
 
     def on_cutoff() -> int:
         runtime = getattr(app.state, "runtime", None)
-        return runtime.gateway.drain.cut() if runtime is not None else 0
+        return runtime.pipeline.drain.cut() if runtime is not None else 0
 
     server = DrainingServer(
         config,

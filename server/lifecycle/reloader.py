@@ -10,8 +10,8 @@ A good one is applied without dropping requests in flight:
    gets a provider around the running engine; one that needs a new engine waits, while the old
    provider and engine go on serving, until the new engine is ready (``EngineNotStarted`` and
    the old configuration kept if it fails or passes ``launch.startup_timeout``);
-2. the router and the persona table are swapped together, synchronously, so each request sees
-   one whole configuration, old or new;
+2. the pipeline's snapshot (catalog, personas, generation) is swapped in one assignment, so each
+   request sees one whole configuration, old or new;
 3. providers only the old configuration used are closed once every request routed before the
    swap has finished.
 
@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 
-from server.config import Config, ConfigError, load_config
+from server.config import Config, ConfigError, Settings, load_config
 from server.errors import InvalidRequest, ServiceUnavailable
-from server.lifecycle.runtime import Runtime
-from server.personas.persona import Personas
-from server.pipeline.catalog import Router
-from server.providers import Provider, build_provider
-from server.providers.vllm import EngineNotReady, VLLMProvider
+from server.pipeline.catalog import Catalog
+from server.pipeline.pipeline import Pipeline
+from server.providers import Clients, Provider, build_provider, close_providers
+from server.providers.base import EngineOwner
+from server.providers.vllm import EngineNotReady
 
 log = logging.getLogger("puente.reload")
 
@@ -56,27 +55,28 @@ class EngineNotStarted(ServiceUnavailable):
         super().__init__(message, code="engine_not_ready")
 
 
-def _waits_for_engine(previous: Provider, provider: Provider) -> bool:
+def _waits_for_engine(name: str, previous: Provider, provider: Provider) -> bool:
     """Whether the swap waits for ``provider``'s new engine: yes, unless both engines want the
     same fixed ``launch.port``, where the new one can only start once the old one is gone."""
-    if not (isinstance(provider, VLLMProvider) and provider.replaces_engine):
+    if not (isinstance(provider, EngineOwner) and provider.replaces_engine):
         return False
-    assert provider.engine is not None
-    old_engine = previous.engine if isinstance(previous, VLLMProvider) else None
-    if provider.engine.launch.port and old_engine and old_engine.port == provider.engine.port:
+    port = provider.engine_port
+    if port is not None and isinstance(previous, EngineOwner) and previous.engine_port == port:
         log.warning(
             "model %s: the new engine wants the running one's port %d, so it starts once "
             "the old one has stopped; the model answers 503 model_loading meanwhile",
-            provider.config.name,
-            provider.engine.port,
+            name,
+            port,
         )
         return False
     return True
 
 
 class Reloader:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, settings: Settings, clients: Clients, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.pipeline = pipeline
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         self._to_close: list[Provider] = []
@@ -85,10 +85,10 @@ class Reloader:
     async def reload(self) -> Config:
         """Apply the configuration file now; raises ``ConfigRejected`` and keeps the old one."""
         async with self._lock:
-            runtime = self.runtime
-            if runtime.draining:
+            pipeline = self.pipeline
+            if pipeline.drain.draining:
                 raise ServiceUnavailable("Puente is shutting down; not reloading.")
-            path = runtime.settings.config_path
+            path = self.settings.config_path
             if path is None:
                 raise ConfigRejected("Puente was started without a configuration file.")
             try:
@@ -97,20 +97,15 @@ class Reloader:
                 log.error("reload refused, keeping the running configuration: %s", exc)
                 raise ConfigRejected(f"Reload refused: {exc}") from None
             providers, fresh, handovers = await self._providers_for(config)
-            old = runtime.router.providers
+            old = pipeline.snapshot.catalog.providers
             # Unchanged entries keep their very config object too, which keeps their state
             # keyed on it (circuit breakers, concurrency caps in server/resilience/chain.py).
-            running = {m.name: m for m in runtime.router.available()}
+            running = {m.name: m for m in pipeline.snapshot.catalog.available()}
             models = [running[m.name] if running.get(m.name) == m else m for m in config.models]
-            router = Router(models, providers)
             # The swap: no await from here to the end of the block, so no request sees half of it.
-            runtime.settings = dataclasses.replace(runtime.settings, config=config)
-            runtime.router = router
-            runtime.gateway.router = router
-            runtime.gateway.personas = Personas(config.personas)
             for previous, successor in handovers:
                 successor.take_engine(previous)
-            generation = runtime.gateway.generations.advance()
+            generation = pipeline.swap(config, Catalog(models, providers))
             kept = {id(p) for p in providers.values()}
             retired = [p for p in old.values() if id(p) not in kept]
             log.info(
@@ -130,15 +125,15 @@ class Reloader:
 
     async def _providers_for(
         self, config: Config
-    ) -> tuple[dict[str, Provider], list[Provider], list[tuple[VLLMProvider, VLLMProvider]]]:
-        runtime = self.runtime
-        running = {m.name: m for m in runtime.settings.config.models}
-        old = runtime.router.providers
+    ) -> tuple[dict[str, Provider], list[Provider], list[tuple[EngineOwner, EngineOwner]]]:
+        snapshot = self.pipeline.snapshot
+        running = {m.name: m for m in snapshot.config.models}
+        old = snapshot.catalog.providers
         providers: dict[str, Provider] = {}
         fresh: list[Provider] = []
-        handovers: list[tuple[VLLMProvider, VLLMProvider]] = []
+        handovers: list[tuple[EngineOwner, EngineOwner]] = []
         # Changed models whose new engine must be ready before the swap.
-        loading: list[tuple[str, VLLMProvider]] = []
+        loading: list[tuple[str, EngineOwner]] = []
         try:
             for model in config.models:
                 previous = old.get(model.name)
@@ -146,40 +141,42 @@ class Reloader:
                     providers[model.name] = previous
                     continue
                 provider: Provider
-                if (
-                    isinstance(previous, VLLMProvider)
-                    and (successor := previous.successor(model, runtime.clients.aiohttp))
-                    is not None
-                ):
+                successor = (
+                    previous.successor(model, self.clients.aiohttp)
+                    if isinstance(previous, EngineOwner)
+                    else None
+                )
+                if successor is not None:
                     # Same engine asked for: the new provider goes on with the running one.
+                    assert isinstance(previous, EngineOwner)
                     provider = successor
                     handovers.append((previous, successor))
                     log.info("model %s changed; it keeps its running engine", model.name)
                 else:
-                    provider = build_provider(model, runtime.clients)
-                    if previous is not None and _waits_for_engine(previous, provider):
-                        assert isinstance(provider, VLLMProvider)
+                    provider = build_provider(model, self.clients)
+                    if previous is not None and _waits_for_engine(model.name, previous, provider):
+                        assert isinstance(provider, EngineOwner)
                         loading.append((model.name, provider))
                 fresh.append(provider)
                 providers[model.name] = provider
                 await provider.start()
             await self._engines_ready(loading)
         except EngineNotStarted as exc:
-            await _close_all(fresh)
+            await close_providers(fresh)
             log.error("reload refused, keeping the running configuration: %s", exc.message)
             raise
         except Exception as exc:
             # A provider that cannot be built or started (unknown kind, engine that fails to
             # launch) refuses the whole file, like a validation error would.
-            await _close_all(fresh)
+            await close_providers(fresh)
             log.error("reload refused, keeping the running configuration: %s", exc)
             raise ConfigRejected(f"Reload refused: {exc}") from None
         except BaseException:
-            await _close_all(fresh)
+            await close_providers(fresh)
             raise
         return providers, fresh, handovers
 
-    async def _engines_ready(self, loading: list[tuple[str, VLLMProvider]]) -> None:
+    async def _engines_ready(self, loading: list[tuple[str, EngineOwner]]) -> None:
         """Wait for the new engines of changed models; until then their old providers (and
         engines) go on serving, so clients never see ``model_loading`` because of a reload."""
         if not loading:
@@ -187,7 +184,7 @@ class Reloader:
         names = ", ".join(name for name, _ in loading)
         log.info("reload waits for the new engine of %s; the running one serves meanwhile", names)
         results = await asyncio.gather(
-            *(p.engine_ready(lambda: self.runtime.draining) for _, p in loading),
+            *(p.engine_ready(lambda: self.pipeline.drain.draining) for _, p in loading),
             return_exceptions=True,
         )
         for (name, _), result in zip(loading, results, strict=True):
@@ -201,13 +198,14 @@ class Reloader:
         log.info("new engine(s) ready for %s", names)
 
     async def _retire(self, providers: list[Provider], generation: int) -> None:
-        waiting = self.runtime.gateway.generations.in_flight_before(generation)
+        generations = self.pipeline.generations
+        waiting = generations.in_flight_before(generation)
         if waiting:
             log.info("closing %d retired provider(s) after %d request(s)", len(providers), waiting)
-        await self.runtime.gateway.generations.drained(generation)
+        await generations.drained(generation)
         closing = {id(p) for p in providers}
         self._to_close = [p for p in self._to_close if id(p) not in closing]
-        await _close_all(providers)
+        await close_providers(providers)
         log.info("closed %d retired provider(s)", len(providers))
 
     # -- SIGHUP ------------------------------------------------------------------------------
@@ -241,12 +239,4 @@ class Reloader:
             task.cancel()
         await asyncio.gather(*self._signalled, *self._retiring, return_exceptions=True)
         pending, self._to_close = self._to_close, []
-        await _close_all(pending)
-
-
-async def _close_all(providers: list[Provider]) -> None:
-    for provider in providers:
-        try:
-            await provider.aclose()
-        except Exception:
-            log.exception("closing provider %s failed", provider.kind)
+        await close_providers(pending)

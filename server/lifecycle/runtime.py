@@ -1,35 +1,32 @@
-"""Everything the app builds in its lifespan, in one object on ``app.state``."""
+"""Everything the app builds in its lifespan, in one typed object on ``app.state.runtime``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
 
-from fastapi import Depends, Request
-
+from server.access.auth import Access
 from server.config import Settings
+from server.lifecycle.readiness import Readiness
+from server.lifecycle.reloader import Reloader
 from server.observability.metrics import Metrics
-from server.pipeline.catalog import Router
-from server.pipeline.pipeline import Gateway
+from server.pipeline.pipeline import Pipeline
 from server.providers import Clients
 
 
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
+    """How Puente was started; the configuration served now is ``pipeline.snapshot.config``."""
     metrics: Metrics
     clients: Clients
-    router: Router
-    gateway: Gateway
-    draining: bool = False
-    extensions: dict[str, Any] = field(default_factory=dict)
+    pipeline: Pipeline
+    access: Access
+    reloader: Reloader
+    readiness: Readiness
+    started_at: int
+    metrics_key_hash: str | None = None
+    """``PUENTE_METRICS_KEY``'s hash: ``/metrics`` then needs it (or the admin key)."""
 
-
-async def get_runtime(request: Request) -> Runtime:
-    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
-    # hop on every request (removing it gave +17 % req/s, bench/README.md).
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+    @property
+    def draining(self) -> bool:
+        return self.pipeline.drain.draining

@@ -5,6 +5,7 @@ How a persona is applied to a request is ``server/personas/persona.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -101,21 +102,21 @@ class PersonaConfig(_Strict):
         return "\n\n".join(parts)
 
 
-def check_targets(personas: list[PersonaConfig], model_names: list[str]) -> None:
-    """Each persona's model is configured; names are unique and differ from model names.
+def check_targets(
+    personas: list[PersonaConfig], model_names: set[str], serves: Callable[[str], bool]
+) -> None:
+    """Each persona's model and fallbacks are configured (``serves``: some model entry answers to
+    that name); names are unique and differ from model names.
 
     Raises ``ValueError`` naming the persona (the config loader turns it into its error line).
     """
-    exact = set(model_names)
-    prefixes = [name[:-1] for name in model_names if name.endswith("/*")]
     seen: set[str] = set()
     for persona in personas:
         if persona.name in seen:
             raise ValueError(f"persona name {persona.name!r} is used twice")
-        if persona.name in exact:
+        if persona.name in model_names:
             raise ValueError(f"persona {persona.name!r} has the same name as a model")
         seen.add(persona.name)
         for target in [persona.model, *(persona.fallbacks or [])]:
-            wildcard = any(target.startswith(p) and len(target) > len(p) for p in prefixes)
-            if target not in exact and not wildcard:
+            if not serves(target):
                 raise ValueError(f"persona {persona.name!r}: model {target!r} is not configured")

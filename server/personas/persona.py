@@ -75,8 +75,8 @@ class Persona:
     def model(self) -> str:
         return self.config.model
 
-    def shape(self, request: ChatRequest) -> None:
-        """Rewrite the request for the target model: persona system message first, the client's
+    def apply(self, request: ChatRequest) -> ChatRequest:
+        """The request rewritten for the target model: persona system message first, the client's
         system messages per the policy, sampling within the caps. ``request.model`` stays the
         persona's name, which is what the response's ``model`` field shows."""
         messages = request.messages
@@ -95,7 +95,7 @@ class Persona:
             "messages": [{"role": "system", "content": self.system_prompt}, *messages],
         }
         _apply_sampling(body, self.config.defaults, self.config.caps)
-        request.body = body
+        return request.with_body(body)
 
     def card(self, created: int) -> dict[str, Any]:
         """This persona as ``/v1/models`` lists it."""

@@ -1,4 +1,4 @@
-"""Public model name → the provider that serves it and the name its upstream knows."""
+"""Public model name → the configured entry, the provider that serves it and its upstream name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from server.config import ModelConfig
 from server.errors import ModelNotFound
-from server.providers import Provider
+from server.providers.base import Provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Route:
         return self.provider.kind
 
 
-class Router:
+class Catalog:
     def __init__(self, models: list[ModelConfig], providers: dict[str, Provider]) -> None:
         self._exact: dict[str, ModelConfig] = {}
         # Longest prefix first, so ``openai/gpt-4*`` would win over ``openai/*``.
@@ -37,16 +37,12 @@ class Router:
         config = self._exact.get(name)
         if config is not None:
             return config
-        for wildcard in self._wildcards:
-            prefix = wildcard.name[:-1]
-            if name.startswith(prefix) and len(name) > len(prefix):
-                return wildcard
-        return None
+        return next((w for w in self._wildcards if w.serves(name)), None)
 
     def resolve(self, name: str) -> Route:
         config = self._config(name)
         if config is None:
-            raise ModelNotFound(f"The model '{name}' does not exist.")
+            raise ModelNotFound.named(name)
         if config.missing_env:
             raise ModelNotFound(
                 f"The model '{name}' is configured but not available: "

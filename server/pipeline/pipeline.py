@@ -1,203 +1,176 @@
-"""The path of one chat completion behind the HTTP layer: route, call, count.
+"""One request path behind every front door: admission → persona → resolution → resilience →
+provider → shaping → finish.
 
-The HTTP layer parses and authenticates; this module resolves the model, calls its provider,
-shapes what comes back for the client and records the request once, at its end, for metrics and
-for anyone else listening (usage records).
+A front door (``server/api/``) parses its wire format into an ``UpstreamRequest`` and hands it to
+an ``Exchange``, which owns the request from then on::
+
+    async with pipeline.exchange(api="chat", request_id=rid, principal=principal) as exchange:
+        answer = await exchange.complete(request)  # or: await exchange.open_stream(request)
+
+The exchange finishes the request exactly once, whatever the exit: an answer, an error, a client
+that left, a drain cut-off or a bug (counted as a 500). A stream takes the finish over: it is
+finished when the stream is closed. Finishing records metrics, the log line and the usage row
+(through the listeners) and releases the configuration generation the request was served in.
+
+Each attempt on a model (a retry, a fallback) works on its own copy of the request, shaped for
+that model (``for_attempt``, ``shape_for_model``); nothing earlier is changed in place.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
-import orjson
+from prometheus_client import Counter, Gauge
 
-from server.errors import PuenteError
+from server.config import Config
+from server.errors import InvalidRequest, PuenteError
 from server.lifecycle.drain import Drain
 from server.lifecycle.generations import Generations
 from server.observability.metrics import Metrics
 from server.personas.farewell import replace_in_completion, replace_in_stream
 from server.personas.persona import Persona, Personas
-from server.pipeline.catalog import Route, Router
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.catalog import Catalog, Route
+from server.pipeline.record import Listener, RequestRecord
+from server.pipeline.request import JSON, ChatRequest, Operation, StreamChunk, UpstreamRequest
+from server.pipeline.snapshot import Snapshot
 from server.pipeline.system_role import shape_for_model
-from server.resilience.chain import Resilience, Served
+from server.providers.base import ChunkStream, Embedder, TextCompleter
+from server.resilience.chain import Attempt, Resilience, Served
 from server.resilience.concurrency import Lease
 
 log = logging.getLogger("puente.request")
 
-SSE_DONE = b"data: [DONE]\n\n"
-
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """What one request did; filled in as it goes and handed to listeners when it ends."""
-
-    request_id: str
-    stream: bool = False
-    model: str = "unknown"
-    """The public name, once it resolved to something configured (a label, so never free text)."""
-    provider: str = ""
-    status: int = 200
-    error_kind: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    upstream_time: float = 0.0
-    first_token: float | None = None
-    duration: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    principal: str | None = None
-    persona: str | None = None
-    answered_by: str = ""
-    """The public name of the model that answered: ``model``'s, or a fallback's."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def take_usage(self, usage: Any) -> None:
-        if isinstance(usage, dict):
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
-
-    def fail(self, error: PuenteError) -> None:
-        self.status = error.status_code
-        self.error_kind = error.kind
+class ClientDisconnected(Exception):
+    """The client closed its connection before the answer was ready."""
 
 
-Listener = Callable[[RequestRecord], None]
-Opened = AbstractAsyncContextManager[AsyncIterator[StreamChunk]]
+class Admitted(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Response headers the admission adds (``x-ratelimit-*``)."""
+        ...
+
+    @property
+    def reservation(self) -> object:
+        """What it held against the caller's budgets, given back when the request ends."""
+        ...
 
 
-class Gateway:
-    def __init__(self, router: Router, metrics: Metrics, personas: Personas | None = None) -> None:
-        self.router = router
+class Admission(Protocol):
+    """Who is asking (``server.access.Principal``): may they use this model, within limits?"""
+
+    @property
+    def name(self) -> str | None: ...
+
+    async def admit(self, model: str, reserve: int) -> Admitted:
+        """Raise 404 / 429, or take the request, holding ``reserve`` tokens against budgets."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer: the OpenAI object (``chat.completion``, ``list`` of embeddings,
+    ``text_completion``) with ``model`` already the name the client is shown."""
+
+    data: JSON
+    model: str
+    answered_by: str
+
+
+class _Series:
+    """One (model, provider)'s metric children, looked up once instead of on every request."""
+
+    __slots__ = (
+        "_by_status",
+        "_metrics",
+        "_model",
+        "_provider",
+        "duration",
+        "output_tokens",
+        "overhead",
+        "prompt_tokens",
+        "ttft",
+    )
+
+    def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
+        self._metrics, self._model, self._provider = metrics, model, provider
+        self._by_status: dict[int, Counter] = {}
+        self.duration = metrics.duration.labels(model, provider)
+        self.ttft = metrics.ttft.labels(model, provider)
+        self.output_tokens = metrics.output_tokens.labels(model, provider)
+        self.prompt_tokens = metrics.prompt_tokens.labels(model, provider)
+        self.overhead = metrics.overhead.labels(model, provider)
+
+    def requests(self, status: int) -> Counter:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._metrics.requests.labels(self._model, self._provider, str(status))
+            self._by_status[status] = child
+        return child
+
+
+class Pipeline:
+    def __init__(self, metrics: Metrics, config: Config, catalog: Catalog) -> None:
         self.metrics = metrics
-        self.personas = personas or Personas()
-        # Swapped with ``router`` on reload (server/lifecycle/reloader.py), which waits on these.
+        self.resilience = Resilience(metrics)
+        self.drain = Drain()
         self.generations = Generations()
         self.listeners: list[Listener] = []
-        # Retries, fallbacks, breakers and caps (server/resilience/); shutdown (lifecycle/drain.py).
-        self.resilience = Resilience(metrics, lambda: self.router)
-        self.drain = Drain()
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._in_flight: dict[str, Gauge] = {}
+        self.snapshot = Snapshot(config, catalog, Personas(config.personas))
+        self.resilience.catalog = catalog
 
-    # -- the two ways to answer ----------------------------------------------------------------
+    def swap(self, config: Config, catalog: Catalog) -> int:
+        """Serve a new configuration from now on (a reload); returns its generation. Requests
+        already admitted finish on the snapshot they started with."""
+        generation = self.generations.advance()
+        self.snapshot = Snapshot(config, catalog, Personas(config.personas), generation)
+        self.resilience.catalog = catalog
+        return generation
 
-    async def complete(self, request: ChatRequest, record: RequestRecord) -> JSON:
-        persona = self._persona(request, record)
-        name = persona.model if persona else request.model
-        route = self.router.resolve(name)
-        self._begin(request, record, route.kind, route.upstream_model)
+    def in_flight(self, model: str) -> Gauge:
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.metrics.in_flight.labels(model)
+        return gauge
 
-        async def attempt(target: Route) -> JSON:
-            shape_for_model(request, target.config.system_role)
-            return await self._timed(record, target.provider.complete(request))
+    def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
+        record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
+        return Exchange(self, record, principal)
 
-        with self.drain.track():
-            served = await self.resilience.run(
-                request, record, name, route, attempt=attempt, fallbacks=_fallbacks(persona)
-            )
-        served.lease.release()
-        data, shown = served.value, self._answered(request, record, served)
-        if request.upstream_model != shown:
-            data["model"] = shown
-        record.take_usage(data.get("usage"))
-        if persona is not None and (farewell := persona.config.farewell):
-            marker, said = persona.config.marker, self._farewell_said(record)
-            replace_in_completion(data, marker, farewell, said)
-        return data
-
-    async def open_stream(self, request: ChatRequest, record: RequestRecord) -> ChatStream:
-        """Open the upstream stream; errors here still become a plain HTTP error response."""
-        persona = self._persona(request, record)
-        name = persona.model if persona else request.model
-        route = self.router.resolve(name)
-        self._begin(request, record, route.kind, route.upstream_model)
-
-        async def attempt(target: Route) -> tuple[Opened, AsyncIterator[StreamChunk]]:
-            # The only place a stream is retried: nothing has reached the client yet.
-            shape_for_model(request, target.config.system_role)
-            context = target.provider.stream(request)
-            return context, await self._timed(record, context.__aenter__())
-
-        with self.drain.track():
-            served = await self.resilience.run(
-                request, record, name, route, attempt=attempt, fallbacks=_fallbacks(persona)
-            )
-        (context, chunks), shown = served.value, self._answered(request, record, served)
-        if persona is not None and (farewell := persona.config.farewell):
-            marker, said = persona.config.marker, self._farewell_said(record)
-            chunks = replace_in_stream(chunks, marker, farewell, said)
-        return ChatStream(
-            request, record, context, chunks, model=shown, lease=served.lease, drain=self.drain
-        )
-
-    async def _timed(self, record: RequestRecord, work: Awaitable[T]) -> T:
-        started = time.perf_counter()
-        try:
-            return await work
-        finally:
-            record.upstream_time += time.perf_counter() - started
-
-    def _answered(self, request: ChatRequest, record: RequestRecord, served: Served[Any]) -> str:
-        """Note who answered; returns the name the response shows. That is the fallback's when
-        one answered, except under a persona, whose name stays (the header still says)."""
-        record.answered_by = served.name
-        record.provider = served.route.kind
-        return served.name if served.fell_back and record.persona is None else request.model
-
-    def _persona(self, request: ChatRequest, record: RequestRecord) -> Persona | None:
-        """A persona's name becomes its model plus its server-side messages and caps."""
-        persona = self.personas.get(request.model)
-        if persona is not None:
-            record.model = record.persona = persona.name
-            persona.shape(request)
-        return persona
-
-    def _farewell_said(self, record: RequestRecord) -> Callable[[], None]:
-        def said() -> None:
-            record.extra["farewell"] = True
-            self.metrics.farewells.labels(record.persona).inc()
-
-        return said
-
-    def _begin(
-        self, request: ChatRequest, record: RequestRecord, kind: str, upstream_model: str
-    ) -> None:
-        request.upstream_model = upstream_model
-        record.model = request.model
-        record.provider = kind
-        self.metrics.in_flight.labels(record.model).inc()
-        record.extra["counted_in_flight"] = True
-        record.extra["generation"] = self.generations.enter()
-
-    # -- the end of every request ---------------------------------------------------------------
-
-    def finish(self, record: RequestRecord) -> None:
+    async def finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.started
-        m, labels = self.metrics, (record.model, record.provider)
-        if record.extra.pop("counted_in_flight", False):
-            m.in_flight.labels(record.model).dec()
-        generation = record.extra.pop("generation", None)
-        if generation is not None:
-            self.generations.leave(generation)
-        m.requests.labels(record.model, record.provider, str(record.status)).inc()
-        m.duration.labels(*labels).observe(record.duration)
+        labels = (record.model, record.provider)
+        series = self._series.get(labels)
+        if series is None:
+            # Labels are configured names (or "unknown"), so this stays as small as the config.
+            series = self._series[labels] = _Series(self.metrics, *labels)
+        series.requests(record.status).inc()
+        series.duration.observe(record.duration)
         if record.first_token is not None:
-            m.ttft.labels(*labels).observe(record.first_token)
+            series.ttft.observe(record.first_token)
         if record.completion_tokens:
-            m.output_tokens.labels(*labels).inc(record.completion_tokens)
+            series.output_tokens.inc(record.completion_tokens)
         if record.prompt_tokens:
-            m.prompt_tokens.labels(*labels).inc(record.prompt_tokens)
+            series.prompt_tokens.inc(record.prompt_tokens)
         if record.error_kind is not None and record.provider:
-            m.upstream_errors.labels(*labels, record.error_kind).inc()
+            self.metrics.upstream_errors.labels(*labels, record.error_kind).inc()
         if record.provider and record.status < 400:
-            m.overhead.labels(*labels).observe(max(0.0, record.duration - record.upstream_time))
+            series.overhead.observe(max(0.0, record.duration - record.upstream_time))
         log.info(
-            "chat model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
+            "%s model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
+            record.api,
             record.model,
             record.provider or "-",
             record.stream,
@@ -208,78 +181,352 @@ class Gateway:
         )
         for listener in self.listeners:
             try:
-                listener(record)
+                await listener(record)
             except Exception:
                 # A broken listener must not break answering; it is a bug worth a traceback.
                 log.exception("request listener %r failed", listener)
 
 
-def _fallbacks(persona: Persona | None) -> list[str] | None:
-    return persona.config.fallbacks if persona is not None else None
+class Exchange:
+    """One request, from its admission to its record; see the module's docstring."""
+
+    def __init__(self, pipeline: Pipeline, record: RequestRecord, principal: Admission) -> None:
+        self.record = record
+        self.headers: dict[str, str] = {}
+        """Response headers the pipeline adds (``x-ratelimit-*``, ``x-puente-model``)."""
+        self._pipeline = pipeline
+        self._principal = principal
+        # The configuration this request is served by, start to end (fallbacks included).
+        self._snapshot = pipeline.snapshot
+        self._generation = pipeline.generations.enter()
+        self._in_flight: Gauge | None = None
+        self._handed_over = False
+        self._stream: AnswerStream | None = None
+        self._finished = False
+
+    async def __aenter__(self) -> Exchange:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, PuenteError):
+            self.record.fail(exc)
+            if self.record.retried:
+                # Puente already retried or fell back: an SDK that retries on top multiplies
+                # the upstream calls (the openai and anthropic SDKs honour this header).
+                exc.headers.setdefault("x-should-retry", "false")
+        elif isinstance(exc, ClientDisconnected):
+            self.record.client_left()
+        elif exc is not None:
+            self.record.status, self.record.error_kind = 500, "internal"
+        if exc is not None and self._stream is not None:
+            # The stream was opened but never handed to a client (its front door failed to
+            # start it): close the upstream too, which finishes the request.
+            await self._stream.aclose()
+        elif exc is not None or not self._handed_over:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """The request is over: count it once (a second call does nothing)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._in_flight is not None:
+            self._in_flight.dec()
+        self._pipeline.generations.leave(self._generation)
+        await self._pipeline.finish(self.record)
+
+    # -- the two ways to answer ----------------------------------------------------------------
+
+    async def complete(self, request: UpstreamRequest) -> Answer:
+        prepared, persona, route = await self._prepare(request)
+        attempt = partial(_whole, prepared, self.record)
+        with self._pipeline.drain.track():
+            served = await self._serve(prepared, persona, route, attempt)
+        served.lease.release()
+        data, shown = served.value, self._answered(prepared, served, persona)
+        if served.route.upstream_model != shown:
+            data["model"] = shown
+        self.record.take_usage(data.get("usage"))
+        if persona is not None and (farewell := persona.config.farewell):
+            replace_in_completion(data, persona.config.marker, farewell, self._farewell_said)
+        return Answer(data, shown, served.name)
+
+    async def open_stream(self, request: UpstreamRequest) -> AnswerStream:
+        """Open the upstream stream; errors here still become a plain HTTP error response. The
+        returned stream owns the rest of the request: close it (``aclose``) when done."""
+        prepared, persona, route = await self._prepare(request)
+        attempt = partial(_opened, prepared, self.record)
+        with self._pipeline.drain.track():
+            served = await self._serve(prepared, persona, route, attempt)
+        (stack, chunks), shown = served.value, self._answered(prepared, served, persona)
+        if persona is not None and (farewell := persona.config.farewell):
+            chunks = replace_in_stream(chunks, persona.config.marker, farewell, self._farewell_said)
+        self._handed_over = True
+        self._stream = AnswerStream(
+            self,
+            stack,
+            chunks,
+            model=shown,
+            answered_by=served.name,
+            rename=served.route.upstream_model != shown,
+            lease=served.lease,
+        )
+        return self._stream
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    async def _prepare(
+        self, request: UpstreamRequest
+    ) -> tuple[UpstreamRequest, Persona | None, Route]:
+        record = self.record
+        record.stream = request.stream
+        persona = self._snapshot.personas.get(request.model)
+        # 404 for a model the key may not use, 429 over limits; else its x-ratelimit-* headers.
+        admitted = await self._principal.admit(request.model, _bound(request, persona))
+        record.reservation = admitted.reservation
+        self.headers.update(admitted.headers)
+        if persona is not None:
+            if not isinstance(request, ChatRequest):
+                raise InvalidRequest(
+                    f"'{persona.name}' is a persona: it answers chat requests only.",
+                    param="model",
+                    code="model_not_supported",
+                )
+            record.model = record.persona = persona.name
+            request = persona.apply(request)
+        route = self._snapshot.catalog.resolve(persona.model if persona else request.model)
+        _check_ability(route, request.operation)
+        _check_caps(route, request.body)
+        if persona is None:
+            record.model = route.config.name
+        record.provider = route.kind
+        self._in_flight = self._pipeline.in_flight(record.model)
+        self._in_flight.inc()
+        return request, persona, route
+
+    async def _serve(
+        self,
+        request: UpstreamRequest,
+        persona: Persona | None,
+        route: Route,
+        attempt: Attempt[T],
+    ) -> Served[T]:
+        name = persona.model if persona else request.model
+        return await self._pipeline.resilience.run(
+            self._snapshot.catalog,
+            self.record,
+            name,
+            route,
+            attempt=attempt,
+            fallbacks=persona.config.fallbacks if persona is not None else None,
+        )
+
+    def _answered(
+        self, request: UpstreamRequest, served: Served[Any], persona: Persona | None
+    ) -> str:
+        """Note who answered; returns the name the response shows. That is the fallback's when
+        one answered, except under a persona, whose name stays (the header still says)."""
+        self.record.answered_by = served.name
+        self.record.provider = served.route.kind
+        self.headers["x-puente-model"] = served.name
+        return served.name if served.fell_back and persona is None else request.model
+
+    def _farewell_said(self) -> None:
+        self.record.farewell = True
+        self._pipeline.metrics.farewells.labels(self.record.persona).inc()
 
 
-class ChatStream:
-    """An opened upstream stream, turned into SSE frames for the client.
+class AnswerStream:
+    """An opened answer, as ``chat.completion.chunk`` objects (or ``text_completion`` chunks).
 
-    Only the gateway's own work between upstream chunks counts as overhead: time spent waiting
-    for the next upstream chunk is upstream time.
+    The last chunk is the usage-only one (``choices: []``): every stream asks its upstream for
+    usage, to count tokens; a front door drops it when its client did not ask. Only the gateway's
+    own work between chunks counts as overhead: waiting for the next chunk is upstream time.
     """
 
     def __init__(
         self,
-        request: ChatRequest,
-        record: RequestRecord,
-        context: AbstractAsyncContextManager[AsyncIterator[StreamChunk]],
+        exchange: Exchange,
+        stack: AsyncExitStack,
         chunks: AsyncIterator[StreamChunk],
         *,
-        model: str | None = None,
-        lease: Lease | None = None,
-        drain: Drain | None = None,
+        model: str,
+        answered_by: str,
+        rename: bool,
+        lease: Lease,
     ) -> None:
-        self.request = request
-        self.record = record
-        self.model = model or request.model
-        """The name chunks carry and ``x-puente-model`` says."""
-        self.lease = lease
-        self.drain = drain
-        self._context = context
+        self.exchange = exchange
+        self.record = exchange.record
+        self.model = model
+        """The name chunks carry."""
+        self.answered_by = answered_by
+        self.drain = exchange._pipeline.drain
+        self._stack = stack
         self._chunks = chunks
+        self._rename = rename
+        self._lease = lease
         self._closed = False
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        request, record, model = self.request, self.record, self.model
-        rename = request.upstream_model != model
+    async def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        record, model, rename = self.record, self.model, self._rename
         iterator = aiter(self._chunks)
-        try:
-            while True:
-                waited = time.perf_counter()
-                try:
-                    chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    record.upstream_time += time.perf_counter() - waited
-                if chunk.is_usage_only:
-                    record.take_usage(chunk.data.get("usage"))
-                    if not request.include_usage:
-                        continue
-                if rename:
-                    chunk.data["model"] = model
-                if record.first_token is None:
-                    record.first_token = time.perf_counter() - record.started
-                yield b"data: " + chunk.encode() + b"\n\n"
-        except PuenteError as error:
-            # The 200 and some chunks are already out: the error goes in the stream.
-            record.fail(error)
-            log.warning("stream failed after it began: %s", error.message)
-            yield b"event: error\ndata: " + orjson.dumps(error.to_dict()) + b"\n\n"
-        yield SSE_DONE
+        while True:
+            waited = time.perf_counter()
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                # The answer is whole: the request is finished (its tokens counted against the
+                # key) before the front door sends its last frame, so a client that sends its
+                # next request as soon as it reads the end finds this one accounted for.
+                await self.aclose()
+                return
+            finally:
+                record.upstream_time += time.perf_counter() - waited
+            if chunk.is_usage_only:
+                record.take_usage(chunk.data.get("usage"))
+            elif record.first_token is None:
+                record.first_token = time.perf_counter() - record.started
+            if rename:
+                chunk.data["model"] = model
+            yield chunk
+
+    def fail(self, error: PuenteError) -> None:
+        """The stream failed after it began (the front door tells its client in-stream)."""
+        self.record.fail(error)
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                await self._context.__aexit__(None, None, None)
-            finally:
-                if self.lease is not None:
-                    self.lease.release()
+        """Close the upstream, free the model's slot and finish the request (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stack.aclose()
+        finally:
+            self._lease.release()
+            await self.exchange.finish()
+
+
+# -- one attempt on one model (``Resilience.run`` calls these with each route) ----------------
+
+# Tokens held against a key's budget for a request that sets no output bound of its own.
+DEFAULT_RESERVE = 1024
+
+
+def _bound(request: UpstreamRequest, persona: Persona | None) -> int:
+    """What a request may spend, at most, as far as admission can tell: its prompt (about four
+    bytes a token) and its output bound (``max_tokens``, the persona's cap, or an estimate),
+    times ``n``. Held against the key's budgets until the request ends."""
+    body = request.body
+    if request.operation == "embeddings":
+        return _prompt_estimate(body.get("input"))
+    bounds = [
+        v
+        for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
+    if persona is not None and persona.config.caps.max_tokens is not None:
+        bounds.append(persona.config.caps.max_tokens)
+    output = min(bounds) if bounds else DEFAULT_RESERVE
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    prompt = _prompt_estimate(body.get("messages", body.get("prompt")))
+    return prompt + output * choices
+
+
+def _prompt_estimate(value: object) -> int:
+    # A loop, not recursion: a client may nest content a thousand levels deep.
+    total, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item.encode()) // 4 + 1
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, int):
+            total += 1  # a token id
+    return total
+
+
+def _check_caps(route: Route, body: JSON) -> None:
+    """The model's caps on what one request may ask for (``max_output_tokens``, ``max_n``)."""
+    config = route.config
+    caps = (
+        ("max_tokens", config.max_output_tokens),
+        ("max_completion_tokens", config.max_output_tokens),
+        ("n", config.max_n),
+    )
+    for param, cap in caps:
+        value = body.get(param)
+        if cap is not None and isinstance(value, int | float) and value > cap:
+            raise InvalidRequest(
+                f"'{param}' is {value}, above the limit of {cap} for model '{config.name}'.",
+                param=param,
+                code="invalid_value",
+            )
+
+
+def _check_ability(route: Route, operation: Operation) -> None:
+    provider = route.provider
+    if operation == "embeddings" and not isinstance(provider, Embedder):
+        what = "embeddings (/v1/embeddings)"
+    elif operation == "completions" and not isinstance(provider, TextCompleter):
+        what = "legacy completions (/v1/completions); use /v1/chat/completions"
+    else:
+        return
+    raise InvalidRequest(
+        f"Model '{route.config.name}' does not serve {what}.",
+        param="model",
+        code="model_not_supported",
+    )
+
+
+def _for(request: UpstreamRequest, route: Route) -> UpstreamRequest:
+    """``request`` as this model gets it: its own copy, with its upstream name and shape."""
+    _check_ability(route, request.operation)
+    _check_caps(route, request.body)
+    return shape_for_model(request.for_attempt(route.upstream_model), route.config.system_role)
+
+
+async def _timed(record: RequestRecord, work: Awaitable[T]) -> T:
+    started = time.perf_counter()
+    try:
+        return await work
+    finally:
+        record.upstream_time += time.perf_counter() - started
+
+
+async def _whole(request: UpstreamRequest, record: RequestRecord, route: Route) -> JSON:
+    prepared, provider = _for(request, route), route.provider
+    if prepared.operation == "embeddings":
+        assert isinstance(provider, Embedder)
+        return await _timed(record, provider.embed(prepared))
+    if prepared.operation == "completions":
+        assert isinstance(provider, TextCompleter)
+        return await _timed(record, provider.complete_text(prepared))
+    assert isinstance(prepared, ChatRequest)
+    return await _timed(record, provider.complete(prepared))
+
+
+Opened = tuple[AsyncExitStack, AsyncIterator[StreamChunk]]
+
+
+async def _opened(request: UpstreamRequest, record: RequestRecord, route: Route) -> Opened:
+    # The only place a stream is retried: nothing has reached the client yet.
+    prepared, provider = _for(request, route), route.provider
+    context: ChunkStream
+    if prepared.operation == "completions":
+        assert isinstance(provider, TextCompleter)
+        context = provider.stream_text(prepared)
+    else:
+        assert isinstance(prepared, ChatRequest)
+        context = provider.stream(prepared)
+    stack = AsyncExitStack()
+    chunks = await _timed(record, stack.enter_async_context(context))
+    return stack, chunks

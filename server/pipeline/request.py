@@ -1,19 +1,25 @@
-"""OpenAI Chat Completions on the wire: the request as parsed once, and chunks as relayed.
+"""The pipeline's neutral request and stream chunk, in OpenAI's Chat Completions shapes.
 
-The request body is parsed once into a plain dict and validated against a schema that checks
-only the fields Puente relies on; every other field is kept untouched and passed on, because
-clients send vendor extras (``top_k``, ``guided_json``, ``chat_template_kwargs`` …).
+Every front door turns its wire format into an ``UpstreamRequest``: a ``ChatRequest`` for chat
+(Chat Completions itself, Responses, Messages), a plain ``UpstreamRequest`` for embeddings and
+legacy completions. The body is parsed once into a plain dict and validated against a schema that
+checks only the fields Puente relies on; every other field is kept untouched and passed on,
+because clients send vendor extras (``top_k``, ``guided_json``, ``chat_template_kwargs`` …).
+
+A request is never changed in place once parsed: personas and each attempt on a model (retries,
+fallbacks) work on their own copy (``with_body``, ``for_attempt``), so what one model needed
+(``system_role: fold``, its upstream name) does not leak into the next one's request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from server.errors import InvalidRequest, MalformedJSON
+from server.errors import InvalidRequest, MalformedJSON, param_path
 
 JSON = dict[str, Any]
 
@@ -53,16 +59,6 @@ class _ChatRequestSchema(_Schema):
     response_format: JSON | None = None
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
 # Tags pydantic puts in an error's location for the branch of a union that failed.
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "literal"})
 
@@ -74,7 +70,7 @@ def _is_union_tag(part: str) -> bool:
 def _first_error(exc: ValidationError) -> InvalidRequest:
     err = exc.errors(include_url=False)[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
-    param = _param(loc) or None
+    param = param_path(loc) or None
     if err["type"] == "missing":
         return InvalidRequest(
             f"'{param}' is a required property", param=param, code="missing_required_parameter"
@@ -84,30 +80,62 @@ def _first_error(exc: ValidationError) -> InvalidRequest:
     )
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    """A validated chat completion request.
+Operation = Literal["chat", "completions", "embeddings"]
+"""Which provider ability serves a request."""
 
-    ``body`` is the client's JSON object exactly as sent (it is what OpenAI-compatible upstreams
-    receive, with ``model`` swapped); ``model`` is the public name the client asked for and the
-    name the response carries; ``upstream_model`` is the name the chosen upstream knows.
+
+def load_object(raw: bytes) -> JSON:
+    """A request body that must be one JSON object."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise MalformedJSON("The request body must be a JSON object.")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """A validated request for one operation.
+
+    ``body`` is the OpenAI-shaped JSON object the upstream receives (with ``model`` swapped);
+    ``model`` is the public name the client asked for (a model or a persona); ``upstream_model``
+    is the name the chosen upstream knows, set for each attempt.
     """
 
     body: JSON
     model: str
     upstream_model: str
+    operation: Operation = "chat"
     stream: bool = False
     include_usage: bool = False
-    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def upstream_body(self) -> JSON:
+        """The body an OpenAI-compatible upstream receives."""
+        if self.upstream_model == self.body.get("model"):
+            return self.body
+        return {**self.body, "model": self.upstream_model}
+
+    def with_body(self, body: JSON) -> Self:
+        return replace(self, body=body)
+
+    def for_attempt(self, upstream_model: str) -> Self:
+        """This request as sent to one model: its own copy, to be shaped for that model."""
+        return replace(self, body=dict(self.body), upstream_model=upstream_model)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest(UpstreamRequest):
+    """A validated chat completion request."""
 
     @classmethod
     def parse(cls, raw: bytes) -> ChatRequest:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedJSON(f"The request body is not valid JSON: {exc}.") from None
-        if not isinstance(body, dict):
-            raise MalformedJSON("The request body must be a JSON object.")
+        return cls.from_body(load_object(raw))
+
+    @classmethod
+    def from_body(cls, body: JSON) -> ChatRequest:
+        """Validate a Chat Completions body (a client's, or one a front door translated)."""
         try:
             _ChatRequestSchema.model_validate(body)
         except ValidationError as exc:
@@ -120,12 +148,6 @@ class ChatRequest:
             stream=bool(body.get("stream")),
             include_usage=bool(options.get("include_usage")),
         )
-
-    def upstream_body(self) -> JSON:
-        """The body an OpenAI-compatible upstream receives."""
-        if self.upstream_model == self.body["model"]:
-            return self.body
-        return {**self.body, "model": self.upstream_model}
 
     @property
     def messages(self) -> list[JSON]:

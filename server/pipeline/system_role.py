@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.pipeline.request import JSON, ChatRequest
+from server.pipeline.request import JSON, UpstreamRequest
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -70,7 +70,13 @@ def fold_system(messages: list[JSON]) -> list[JSON]:
     return out
 
 
-def shape_for_model(request: ChatRequest, system_role: str) -> None:
-    """Apply a model's ``system_role`` setting to the request about to be sent to it."""
-    if system_role == "fold" and any(m.get("role") in SYSTEM_ROLES for m in request.messages):
-        request.body = {**request.body, "messages": fold_system(request.messages)}
+def shape_for_model(request: UpstreamRequest, system_role: str) -> UpstreamRequest:
+    """The request as it goes to a model with this ``system_role`` setting."""
+    messages = request.body.get("messages")
+    if (
+        system_role == "fold"
+        and isinstance(messages, list)
+        and any(isinstance(m, dict) and m.get("role") in SYSTEM_ROLES for m in messages)
+    ):
+        return request.with_body({**request.body, "messages": fold_system(messages)})
+    return request

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -12,6 +13,8 @@ from server.providers.base import Health, Provider
 from server.providers.cloud import CloudClients
 from server.providers.openai_compatible import OpenAICompatibleProvider
 from server.providers.vllm import VLLMProvider
+
+log = logging.getLogger("puente")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,15 @@ FACTORIES: dict[str, ProviderFactory] = {
 }
 
 
+async def close_providers(providers: Iterable[Provider]) -> None:
+    """Close each provider; one that fails to close is logged and the others still close."""
+    for provider in providers:
+        try:
+            await provider.aclose()
+        except Exception:
+            log.exception("closing provider %s failed", provider.kind)
+
+
 def build_provider(config: ModelConfig, clients: Clients) -> Provider:
     try:
         factory = FACTORIES[config.provider]
@@ -70,4 +82,12 @@ def build_provider(config: ModelConfig, clients: Clients) -> Provider:
     return factory(config, clients)
 
 
-__all__ = ["FACTORIES", "Clients", "Health", "Provider", "ProviderFactory", "build_provider"]
+__all__ = [
+    "FACTORIES",
+    "Clients",
+    "Health",
+    "Provider",
+    "ProviderFactory",
+    "build_provider",
+    "close_providers",
+]

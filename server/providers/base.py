@@ -2,18 +2,28 @@
 
 A provider owns its authenticated client(s) for one configured model entry and translates to and
 from its vendor's wire format inside its own module. It raises only ``server.errors`` types.
+
+Every provider does chat (``Provider``). Other abilities are small opt-in interfaces that the
+pipeline looks for: ``Embedder`` (``/v1/embeddings``), ``TextCompleter`` (legacy
+``/v1/completions``) and ``EngineOwner`` (a launched engine that a reload can hand over).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+import aiohttp
+
+from server.config import ModelConfig
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
+from server.resilience.breaker import CircuitBreaker
 
 HealthState = Literal["ready", "loading", "down"]
+
+ChunkStream = AbstractAsyncContextManager[AsyncIterator[StreamChunk]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,17 +47,67 @@ class Provider(Protocol):
         """A whole ``chat.completion`` object."""
         ...
 
-    def stream(
-        self, request: ChatRequest
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+    def stream(self, request: ChatRequest) -> ChunkStream:
         """Open the upstream stream on enter (errors raised there keep their HTTP status);
         iterate ``chat.completion.chunk`` objects; the upstream is closed on exit."""
         ...
 
     async def health(self) -> Health: ...
 
+    def engine_state(self) -> str | None:
+        """A launched engine's state (``starting``, ``loading``, ``ready``, ``down``); None for
+        anything Puente does not launch."""
+        ...
+
+    def endpoint_breakers(self) -> list[tuple[str, CircuitBreaker]]:
+        """The breaker of each balanced endpoint (URL, breaker); empty for a single vendor API."""
+        ...
+
     async def start(self) -> None:
         """Called once in the app's lifespan before serving (launch engines, warm pools)."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """``POST /v1/embeddings``: an OpenAI ``list`` of ``embedding`` objects."""
+
+    async def embed(self, request: UpstreamRequest) -> JSON: ...
+
+
+@runtime_checkable
+class TextCompleter(Protocol):
+    """Legacy ``POST /v1/completions``: ``text_completion`` objects, whole or as chunks."""
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON: ...
+
+    def stream_text(self, request: UpstreamRequest) -> ChunkStream: ...
+
+
+@runtime_checkable
+class EngineOwner(Protocol):
+    """A provider around an engine that Puente launched (``provider: vllm`` with ``launch:``).
+
+    A reload asks it whether a changed entry can go on with the running engine (``successor``),
+    hands the engine over at the swap (``take_engine``), or waits for a new one to be ready.
+    """
+
+    @property
+    def replaces_engine(self) -> bool:
+        """It launches an engine of its own (which a reload waits for before the swap)."""
+        ...
+
+    @property
+    def engine_port(self) -> int | None:
+        """The fixed ``launch.port`` its engine wants, if any."""
+        ...
+
+    def successor(
+        self, config: ModelConfig, session: aiohttp.ClientSession
+    ) -> EngineOwner | None: ...
+
+    def take_engine(self, previous: EngineOwner) -> None: ...
+
+    async def engine_ready(self, draining: Callable[[], bool]) -> None: ...

@@ -106,6 +106,12 @@ class OpenAICompatibleProvider:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def engine_state(self) -> str | None:
+        return None
+
+    def endpoint_breakers(self) -> list[tuple[str, CircuitBreaker]]:
+        return [(endpoint.url, endpoint.breaker) for endpoint in self.balancer.endpoints]
+
     async def start(self) -> None:
         self._prober = asyncio.create_task(self._probe_loop(), name=f"probe {self.config.name}")
 

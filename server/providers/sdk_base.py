@@ -18,6 +18,7 @@ from server.errors import PuenteError, UpstreamTimeout
 from server.pipeline.request import StreamChunk
 from server.providers.base import Health
 from server.providers.vendor_errors import ErrorContext, Translate, translate
+from server.resilience.breaker import CircuitBreaker
 
 T = TypeVar("T")
 
@@ -78,6 +79,12 @@ class SDKProvider:
                 yield chunk
         except self.caught as exc:
             raise self.failure(exc) from None
+
+    def engine_state(self) -> str | None:
+        return None
+
+    def endpoint_breakers(self) -> list[tuple[str, CircuitBreaker]]:
+        return []
 
     async def start(self) -> None:
         """Nothing to launch: the SDK client was built with the provider."""

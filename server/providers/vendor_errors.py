@@ -307,6 +307,8 @@ _ANTHROPIC_STATUS_CLASSES: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.OverloadedError,
     # Subclasses the SDK picks by ``error.details.error_code``; the status decides for Puente.
     anthropic.CMEKContextUnavailableError,
+    anthropic.OrganizationURLFetchDisabledError,
+    anthropic.StorageNotReadyError,
     anthropic.CMEKKeyDisabledError,
     anthropic.CMEKKeyNetworkBlockedError,
     anthropic.CMEKKeyUnreachableError,

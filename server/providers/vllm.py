@@ -27,7 +27,7 @@ from server.errors import (
 )
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.balancer import Endpoint
-from server.providers.base import Health
+from server.providers.base import EngineOwner, Health
 from server.providers.openai_compatible import PROBE_INTERVAL, OpenAICompatibleProvider
 
 # What a client is told to wait while an engine loads or restarts.
@@ -76,9 +76,10 @@ class VLLMProvider(OpenAICompatibleProvider):
             return None
         return VLLMProvider(config, session, engine=self.engine)
 
-    def take_engine(self, previous: VLLMProvider) -> None:
+    def take_engine(self, previous: EngineOwner) -> None:
         """At the swap: this provider stops the shared engine from now on, ``previous`` (still
         finishing its requests) no longer does."""
+        assert isinstance(previous, VLLMProvider)
         assert self.engine is not None
         assert self.engine is previous.engine
         previous._owns_engine, self._owns_engine = False, True
@@ -105,9 +106,12 @@ class VLLMProvider(OpenAICompatibleProvider):
                 raise EngineNotReady(f"not ready after {timeout:.0f} s (launch.startup_timeout)")
             await asyncio.sleep(ENGINE_READY_POLL)
 
+    def engine_state(self) -> str | None:
+        return self.engine.state if self.engine is not None else None
+
     @property
-    def state(self) -> str:
-        return self.engine.state if self.engine is not None else "ready"
+    def engine_port(self) -> int | None:
+        return self.engine.port if self.engine is not None and self.engine.launch.port else None
 
     async def start(self) -> None:
         if self.engine is not None:

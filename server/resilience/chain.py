@@ -25,25 +25,26 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from server.config import ModelConfig
-from server.errors import ModelNotFound, PuenteError, RateLimited, ServiceUnavailable
+from server.errors import (
+    ModelNotFound,
+    PuenteError,
+    RateLimited,
+    ServiceUnavailable,
+    parse_retry_after,
+)
 from server.observability.metrics import Metrics
-from server.pipeline.catalog import Route, Router
-from server.pipeline.request import ChatRequest
-from server.providers.balancer import Balancer
+from server.pipeline.catalog import Catalog, Route
+from server.pipeline.record import RequestRecord
 from server.resilience.breaker import CircuitBreaker
 from server.resilience.concurrency import ConcurrencyLimiter, Lease
-
-if TYPE_CHECKING:
-    from server.pipeline.pipeline import RequestRecord
 
 log = logging.getLogger("puente.resilience")
 
@@ -65,19 +66,8 @@ def is_context_length(error: PuenteError) -> bool:
 
 
 def retry_after(error: PuenteError) -> float | None:
-    """Seconds the upstream asked to wait (``Retry-After``: seconds or an HTTP date)."""
-    value = error.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    """Seconds the upstream asked to wait before the same request is tried again."""
+    return parse_retry_after(error.headers.get("Retry-After"))
 
 
 class Backoff:
@@ -112,18 +102,15 @@ class Served(Generic[T]):
 
 
 Attempt = Callable[[Route], Awaitable[T]]
+"""One try on one model: the caller's operation (a whole answer, or opening a stream)."""
 
 
 class Resilience:
-    def __init__(
-        self,
-        metrics: Metrics,
-        router: Callable[[], Router],
-        backoff: Backoff | None = None,
-    ) -> None:
+    def __init__(self, metrics: Metrics, backoff: Backoff | None = None) -> None:
         self.metrics = metrics
-        self._router = router
         self.backoff = backoff or Backoff()
+        self.catalog: Catalog | None = None
+        """The configuration served now, for what operators see (set with each snapshot)."""
         self._guards: dict[str, Guard] = {}
         metrics.registry.register(_StateCollector(self))
 
@@ -146,7 +133,7 @@ class Resilience:
 
     async def run(
         self,
-        request: ChatRequest,
+        catalog: Catalog,
         record: RequestRecord,
         requested: str,
         route: Route,
@@ -154,9 +141,10 @@ class Resilience:
         attempt: Attempt[T],
         fallbacks: Iterable[str] | None = None,
     ) -> Served[T]:
-        """Serve ``request`` with ``attempt`` on ``route`` (what the model name ``requested``
-        resolved to) or a fallback; the caller releases ``Served.lease`` when the answer is over.
-        ``fallbacks`` replaces the model's own list (a persona's, say)."""
+        """Serve with ``attempt`` on ``route`` (what the model name ``requested`` resolved to in
+        ``catalog``) or a fallback from the same catalog; the caller releases ``Served.lease``
+        when the answer is over. ``fallbacks`` replaces the model's own list (a persona's, say).
+        ``attempt`` builds its own request for each model it is given."""
         primary = route.config
         deadline = record.started + primary.deadline
         chain = self._chain(requested, route, primary.fallbacks if fallbacks is None else fallbacks)
@@ -168,7 +156,7 @@ class Resilience:
                 if time.perf_counter() >= deadline:
                     break
                 try:
-                    route = self._router().resolve(name)
+                    route = catalog.resolve(name)
                 except ModelNotFound as error:
                     log.warning("fallback %s is not available: %s", name, error.message)
                     continue
@@ -186,13 +174,13 @@ class Resilience:
                 last_error, failed_from = error, name
                 continue
             if failed_from:
-                self.metrics.fallbacks.labels(failed_from, name).inc()
+                record.retried = True
+                self.metrics.fallbacks.labels(failed_from, route.config.name).inc()
             try:
                 value = await self._attempts(
                     name=name,
                     route=route,
                     guard=guard,
-                    request=request,
                     record=record,
                     attempt=attempt,
                     deadline=deadline,
@@ -236,7 +224,6 @@ class Resilience:
         name: str,
         route: Route,
         guard: Guard,
-        request: ChatRequest,
         record: RequestRecord,
         attempt: Attempt[T],
         deadline: float,
@@ -248,8 +235,7 @@ class Resilience:
         tries = 0
         while True:
             tries += 1
-            record.extra["attempts"] = record.extra.get("attempts", 0) + 1
-            request.upstream_model = route.upstream_model
+            record.attempts += 1
             try:
                 value = await attempt(route)
             except PuenteError as error:
@@ -261,7 +247,7 @@ class Resilience:
                 delay = self._delay(config, error, tries, retries, deadline)
                 if delay is None or not breaker.allow():
                     raise
-                self.metrics.retries.labels(name).inc()
+                self.metrics.retries.labels(config.name).inc()
                 log.info(
                     "retrying model=%s attempt=%d in %.2fs after %s (HTTP %d)",
                     name,
@@ -270,6 +256,7 @@ class Resilience:
                     error.kind,
                     error.status_code,
                 )
+                record.retried = True
                 await asyncio.sleep(delay)
                 record.upstream_time += delay
                 continue
@@ -306,15 +293,16 @@ class Resilience:
             }
         return out
 
-    def breakers(self) -> Iterator[tuple[str, str, CircuitBreaker]]:
+    def breakers(self) -> list[tuple[str, str, CircuitBreaker]]:
         """(model, endpoint or "", breaker) for every model and every balanced endpoint."""
-        router = self._router()
-        for config in router.available():
-            yield config.name, "", self.guard(config).breaker
-            balancer = getattr(router.providers.get(config.name), "balancer", None)
-            if isinstance(balancer, Balancer):
-                for endpoint in balancer.endpoints:
-                    yield config.name, endpoint.url, endpoint.breaker
+        if self.catalog is None:
+            return []
+        out: list[tuple[str, str, CircuitBreaker]] = []
+        for config in self.catalog.available():
+            out.append((config.name, "", self.guard(config).breaker))
+            provider = self.catalog.providers[config.name]
+            out.extend((config.name, url, breaker) for url, breaker in provider.endpoint_breakers())
+        return out
 
 
 def _cooling(name: str, breaker: CircuitBreaker) -> ServiceUnavailable:

@@ -1,0 +1,125 @@
+"""The one driver behind every front door.
+
+A front door is a dialect: it parses its wire format into the pipeline's neutral request, and
+renders the neutral answer (whole, streamed, or an error) back into its wire format. ``serve``
+does everything else once for all of them: authenticate, hand the request to a pipeline
+``Exchange`` (which owns admission, personas, resolution, retries and fallbacks, the provider
+call, the farewell and the request's record), cancel the work when the client leaves, and send
+the answer — JSON, or SSE through ``server/api/sse.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.access import Principal
+from server.api.deps import authenticate, runtime_of
+from server.api.sse import SSEResponse, wait_disconnect
+from server.api.wire import JSONResponse, model_header
+from server.errors import PuenteError
+from server.lifecycle.runtime import Runtime
+from server.observability.request_context import request_id
+from server.pipeline.pipeline import Answer, AnswerStream, ClientDisconnected
+from server.pipeline.record import CLIENT_CLOSED
+from server.pipeline.request import JSON, UpstreamRequest
+
+log = logging.getLogger("puente.http")
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a front door may look at while parsing: the app, the caller, the HTTP headers."""
+
+    runtime: Runtime
+    principal: Principal
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[S]):
+    """A front door's parse: the neutral request, and what the door needs again to answer."""
+
+    request: UpstreamRequest
+    state: S
+
+
+class FrontDoor(Protocol[S]):
+    api: str
+    """The label of this API in logs and request records."""
+
+    async def parse(self, raw: bytes, call: Call) -> Parsed[S]: ...
+
+    async def render(self, parsed: Parsed[S], answer: Answer) -> JSON: ...
+
+    def frames(self, parsed: Parsed[S], stream: AnswerStream) -> AsyncIterator[bytes]:
+        """The stream in this dialect, its terminator included. A ``PuenteError`` raised while
+        iterating ``stream`` may be left to propagate: ``stream_error`` then ends the stream."""
+        ...
+
+    def error_response(self, error: PuenteError) -> Response: ...
+
+    def stream_error(self, error: PuenteError) -> bytes: ...
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` but cancel it as soon as the client disconnects (which, for an upstream
+    call, closes the upstream connection and lets the engine free its KV cache)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_disconnect(request.receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientDisconnected
+    return task.result()
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    out = dict(headers)
+    if "x-puente-model" in out:
+        out["x-puente-model"] = model_header(out["x-puente-model"])
+    return out
+
+
+async def serve(request: Request, door: FrontDoor[Any]) -> Response:
+    runtime = runtime_of(request)
+    try:
+        principal = await authenticate(request)
+    except PuenteError as error:
+        return door.error_response(error)
+    exchange = runtime.pipeline.exchange(
+        api=door.api, request_id=request_id.get(), principal=principal
+    )
+    try:
+        async with exchange:
+            parsed = await door.parse(
+                await request.body(), Call(runtime, principal, request.headers)
+            )
+            if parsed.request.stream:
+                stream = await until_disconnect(request, exchange.open_stream(parsed.request))
+                frames = door.frames(parsed, stream)
+                return SSEResponse(stream, frames, door.stream_error, _headers(exchange.headers))
+            answer = await until_disconnect(request, exchange.complete(parsed.request))
+            body = await door.render(parsed, answer)
+    except PuenteError as error:
+        return door.error_response(error)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    except Exception:
+        # A bug: the exchange counted it as a 500; the client gets an envelope, not a traceback.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return door.error_response(PuenteError("The server had an error processing your request."))
+    return JSONResponse(body, headers=_headers(exchange.headers))

@@ -1,0 +1,126 @@
+"""Server-sent events: the framing, and the response that relays an answer stream.
+
+Every front door turns the pipeline's ``AnswerStream`` into frames of its own dialect; this
+module sends them. It is the one place that:
+
+- sends the 200 and the headers, then the frames, each as it comes;
+- closes the upstream when the stream ends or the client leaves, whichever comes first
+  (``AnswerStream.aclose``, which also finishes the request);
+- ends a stream that fails after it began with the front door's error event: a ``PuenteError``
+  from the upstream, a drain cut-off at shutdown, or a bug (a 500, logged with its traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from server.errors import PuenteError
+from server.pipeline.pipeline import AnswerStream
+
+log = logging.getLogger("puente.http")
+
+DONE = b"data: [DONE]\n\n"
+
+
+def data_frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def event_frame(event: str, payload: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+def openai_stream_error(error: PuenteError) -> bytes:
+    """How an OpenAI-style stream ends when it failed after it began: an ``error`` event with
+    the usual envelope, then ``[DONE]`` (so SDKs raise instead of waiting)."""
+    return event_frame("error", orjson.dumps(error.to_dict())) + DONE
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+class SSEResponse(Response):
+    """Relays ``frames`` (made from ``stream``) as ``text/event-stream``."""
+
+    def __init__(
+        self,
+        stream: AnswerStream,
+        frames: AsyncIterator[bytes],
+        stream_error: Callable[[PuenteError], bytes],
+        headers: Mapping[str, str],
+    ) -> None:
+        # Headers are sent by ``_send_all``; the base class is here so frameworks treat this
+        # as a finished response and pass it on unchanged.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = []
+        self.stream = stream
+        self.frames = frames
+        self.stream_error = stream_error
+        self.extra_headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = asyncio.ensure_future(self._send_all(send))
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        try:
+            await asyncio.wait((sender, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if not sender.done():
+                sender.cancel()
+                self.stream.record.client_left()
+                log.info("client left mid-stream; upstream closed")
+            await asyncio.gather(sender, return_exceptions=True)
+            failure = None if sender.cancelled() else sender.exception()
+            if isinstance(failure, OSError):
+                self.stream.record.client_left()  # a write to a closed socket
+            elif failure is not None:
+                raise failure
+        finally:
+            watcher.cancel()
+            await self.stream.aclose()
+
+    async def _send_all(self, send: Send) -> None:
+        stream = self.stream
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    *_encoded(self.extra_headers),
+                ],
+            }
+        )
+        try:
+            with stream.drain.track():
+                async for frame in self.frames:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except PuenteError as error:
+            # The 200 and some frames are out: the error goes in the stream. A drain cut-off
+            # (``ServiceUnavailable`` from ``track``) ends the same way.
+            stream.fail(error)
+            log.warning("stream failed after it began: %s", error.message)
+            await self._send_error(send, error)
+        except Exception:
+            log.exception("stream broke after it began")
+            internal = PuenteError("The server had an error processing your request.")
+            stream.fail(internal)
+            await self._send_error(send, internal)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_error(self, send: Send, error: PuenteError) -> None:
+        body = self.stream_error(error)
+        await send({"type": "http.response.body", "body": body, "more_body": True})

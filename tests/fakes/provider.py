@@ -1,0 +1,133 @@
+"""An in-memory provider that speaks the provider interface (``server/providers/base.py``).
+
+Injected with ``create_app(settings, providers={"name": FakeProvider(...)})`` so a test drives
+the whole pipeline (admission, personas, resilience, shaping, the record) with no upstream at
+all. It answers ``reply`` word by word, or fails the way it is told: ``fail`` (a Puente error
+before answering, ``fail_times`` times then answers), ``crash`` (an unexpected exception, a bug
+in a provider or translator), ``crash_after`` (that many chunks, then the exception); ``health``
+is what its health check says.
+Everything it was asked is kept in ``received``; ``closed`` counts closed streams.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from server.errors import PuenteError
+from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.providers.base import Health
+from server.resilience.breaker import CircuitBreaker
+
+
+class FakeProvider:
+    kind = "fake"
+
+    def __init__(
+        self,
+        reply: str = "Hola desde el proveedor falso.",
+        *,
+        fail: PuenteError | None = None,
+        fail_times: int | None = None,
+        crash: BaseException | None = None,
+        crash_after: int | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.reply = reply
+        self.health_answer = health or Health("ready")
+        self.health_calls = 0
+        self.fail = fail
+        self.fail_times = fail_times
+        self.crash = crash
+        self.crash_after = crash_after
+        self.received: list[ChatRequest] = []
+        self.closed_streams = 0
+        self.closed = False
+
+    # -- the provider interface -----------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> JSON:
+        self._begin(request)
+        words = self._words()
+        return {
+            "id": f"chatcmpl-fake-{len(self.received)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.upstream_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(words)},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": self._usage(request, words),
+        }
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        self._begin(request)
+        try:
+            yield self._chunks(request)
+        finally:
+            self.closed_streams += 1
+
+    async def health(self) -> Health:
+        self.health_calls += 1
+        return self.health_answer
+
+    def engine_state(self) -> str | None:
+        return None
+
+    def endpoint_breakers(self) -> list[tuple[str, CircuitBreaker]]:
+        return []
+
+    async def start(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    # -- the script -----------------------------------------------------------------------------
+
+    def _begin(self, request: ChatRequest) -> None:
+        self.received.append(request)
+        if self.crash is not None and self.crash_after is None:
+            raise self.crash
+        if self.fail is not None and (self.fail_times is None or self.fail_times > 0):
+            if self.fail_times is not None:
+                self.fail_times -= 1
+            raise self.fail
+
+    def _words(self) -> list[str]:
+        parts = self.reply.split(" ")
+        return [p if i == 0 else " " + p for i, p in enumerate(parts)]
+
+    def _usage(self, request: ChatRequest, words: list[str]) -> dict[str, int]:
+        prompt = sum(len(str(m.get("content") or "").split()) for m in request.messages)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(words),
+            "total_tokens": prompt + len(words),
+        }
+
+    async def _chunks(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        base: dict[str, Any] = {
+            "id": "chatcmpl-fake-stream",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.upstream_model,
+        }
+        words = self._words()
+        for index, word in enumerate(words):
+            if self.crash is not None and self.crash_after == index:
+                raise self.crash
+            delta = {"role": "assistant", "content": word} if index == 0 else {"content": word}
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            yield StreamChunk(data={**base, "choices": [choice]})
+        done = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        yield StreamChunk(data={**base, "choices": [done]})
+        yield StreamChunk(data={**base, "choices": [], "usage": self._usage(request, words)})
