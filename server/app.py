@@ -22,6 +22,7 @@ from server.access import start_access
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
 from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api.responses_api import route as responses
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
@@ -118,6 +119,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
         redoc_url=None,
     )
     app.include_router(chat.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -91,8 +91,7 @@ class ResponseEvents:
         except PuenteError as error:
             for event in self._close_all("incomplete"):
                 yield event
-            self.final = self._snapshot("failed", error=error)
-            yield self._event("response.failed", response=self.final)
+            yield self.failed(error)
             return
         reason = incomplete_reason(self._finish)
         for event in self._close_all("incomplete" if reason else "completed"):
@@ -100,6 +99,11 @@ class ResponseEvents:
         status = "incomplete" if reason else "completed"
         self.final = self._snapshot(status, usage=convert_usage(self._usage), incomplete=reason)
         yield self._event(f"response.{status}", response=self.final)
+
+    def failed(self, error: PuenteError) -> JSON:
+        """The ``response.failed`` event that ends this sequence early."""
+        self.final = self._snapshot("failed", error=error)
+        return self._event("response.failed", response=self.final)
 
     # -- one chunk -------------------------------------------------------------------------------
 
