@@ -201,12 +201,49 @@ def test_settings_map_and_responses_only_fields_stay_behind() -> None:
             "input[0].content[0].type",
         ),
         ({"model": "m", "input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+        ({"model": "m", "input": [{"role": ["user"], "content": "x"}]}, "input[0].role"),
+        ({"model": "m", "input": [{"type": ["message"]}]}, "input[0].type"),
+        (
+            {
+                "model": "m",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": ["f"]},
+            },
+            "tool_choice.name",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         convert(body)
     assert caught.value.param == param
+
+
+ODD: list[Any] = [None, 0, -1, 1.5, True, "", "x", [], [None], [1], {}, {"type": []}, [[{}]]]
+
+
+def test_odd_values_anywhere_are_400s_never_crashes() -> None:
+    """Every field and item field given values of every JSON type: the converter answers or
+    raises ``InvalidRequest`` / ``NotFound``, never a TypeError or KeyError (which would be 500s)."""
+    item_fields = ["type", "role", "content", "call_id", "name", "arguments", "output", "id"]
+    top_fields = ["input", "instructions", "tools", "tool_choice", "text", "reasoning", "stream"]
+    bodies: list[dict[str, Any]] = []
+    for odd in ODD:
+        bodies += [{"model": "m", "input": "x", name: odd} for name in top_fields]
+        for name in item_fields:
+            for kind in ("message", "function_call", "function_call_output", "item_reference"):
+                item = {"type": kind, "role": "user", "content": "x", name: odd}
+                bodies.append({"model": "m", "input": [item]})
+        bodies.append({"model": "m", "input": "x", "tools": [{"type": "function", "name": odd}]})
+        bodies.append({"model": "m", "input": "x", "text": {"format": odd}})
+        parts = [{"type": "input_image", "image_url": odd}, {"type": odd, "text": odd}]
+        bodies.append({"model": "m", "input": [{"role": "user", "content": parts}]})
+    for body in bodies:
+        try:
+            convert(body)
+        except (InvalidRequest, NotFound):
+            pass
 
 
 # -- answer -------------------------------------------------------------------------------------

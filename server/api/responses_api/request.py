@@ -174,7 +174,8 @@ class _Messages:
             log.info("responses: input item type %r skipped", kind)
 
     def _message(self, item: JSON, param: str) -> None:
-        role = _ROLES.get(item.get("role", ""))
+        role = item.get("role")
+        role = _ROLES.get(role) if isinstance(role, str) else None
         if role is None:
             raise _param_error(
                 f"{param}.role", "expected one of 'user', 'assistant', 'system', 'developer'."
@@ -213,6 +214,8 @@ def input_items(value: Any) -> list[JSON]:
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise _param_error(f"input[{i}]", "expected an object.")
+            if not isinstance(item.get("type", "message"), str):
+                raise _param_error(f"input[{i}].type", "expected a string.")
         return list(value)
     if value is None:
         return []
@@ -276,7 +279,8 @@ def convert_tool_choice(choice: Any, function_names: set[str]) -> str | JSON | N
         raise _param_error("tool_choice", "expected a string or an object.")
     kind = choice.get("type")
     if kind == "function":
-        if choice.get("name") not in function_names:
+        name = choice.get("name")
+        if not isinstance(name, str) or name not in function_names:
             raise _param_error("tool_choice.name", "no function tool has that name.")
         return {"type": "function", "function": {"name": choice["name"]}}
     if kind == "allowed_tools":
