@@ -227,6 +227,15 @@ def test_skipped_tools_are_named_in_a_header(client: openai.OpenAI, fake: FakeOp
     assert [t["function"]["name"] for t in fake.state.received[-1]["tools"]] == ["get_weather"]
 
 
+def test_skipped_tools_header_on_a_stream_too(server: InProcessPuente, key: str) -> None:
+    body = {"model": "fake-model", "input": "hi", "stream": True, "tools": [{"type": "mcp"}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", server.base_url + "/responses", json=body, headers=headers) as r:
+        assert r.headers["x-puente-skipped-tools"] == "mcp"
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.read().decode().rstrip().split("\n")[-2] == "event: response.completed"
+
+
 def test_another_key_cannot_see_or_delete_a_response(
     server: InProcessPuente, client: openai.OpenAI
 ) -> None:
