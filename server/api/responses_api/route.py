@@ -32,6 +32,7 @@ from server.pipeline.request import ChatRequest, load_object
 router = APIRouter()
 
 SKIPPED_HEADER = "x-puente-skipped-tools"
+_KEPT = frozenset({"response.completed", "response.incomplete"})
 
 
 def store_of(request: Request) -> ResponseStore:
@@ -87,9 +88,11 @@ class ResponsesDoor:
                 raise
 
         async for event in events.events(chunks()):
+            if event["type"] in _KEPT:
+                # Stored before the client reads the end, so a next request that names this
+                # one as ``previous_response_id`` as soon as it arrives finds it.
+                await self.store.save(parsed.state, event["response"], self.key_name)
             yield encode(event)
-        if events.final is not None and events.final["status"] != "failed":
-            await self.store.save(parsed.state, events.final, self.key_name)
 
     def error_response(self, error: PuenteError) -> Response:
         return error_response(error)
