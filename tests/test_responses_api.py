@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 from tests.access_support import ADMIN, admin_headers, unique
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.inprocess import InProcessPuente
+from tests.persona_setup import FAREWELL, MARKER, MATH_SYSTEM, persona_config
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 QUESTION = "What is the capital of Peru?"
@@ -288,3 +289,28 @@ def test_a_failure_mid_stream_ends_with_response_failed(server: InProcessPuente,
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"]["code"] == "server_error"
+
+
+@pytest.fixture(scope="module")
+def personas(
+    fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessPuente]:
+    config = {"auth": "none", **persona_config(fake_upstream)}
+    with InProcessPuente(config, tmp_path_factory.mktemp("responses-personas")) as proc:
+        yield proc
+
+
+def test_a_personas_farewell_is_said_whole_and_streamed(
+    personas: InProcessPuente, fake: FakeOpenAI
+) -> None:
+    with openai.OpenAI(base_url=personas.base_url, api_key="unused", max_retries=0) as client:
+        marker = {"fake": {"reply": f"{MARKER} Adiós."}}
+        whole = client.responses.create(model="matematicas", input="¿Fútbol?", extra_body=marker)
+        with client.responses.stream(
+            model="matematicas", input="¿Fútbol?", extra_body=marker
+        ) as stream:
+            deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+            streamed = stream.get_final_response()
+    assert whole.output_text == FAREWELL
+    assert streamed.output_text == "".join(deltas) == FAREWELL
+    assert fake.state.received[-1]["messages"][0]["content"].startswith(MATH_SYSTEM)
