@@ -409,6 +409,36 @@ async def test_tool_call_stream_gives_dense_output_indexes() -> None:
     assert [item.type for item in final.output] == ["message", "function_call", "function_call"]
 
 
+async def test_reasoning_text_streams_as_its_own_item_before_the_message() -> None:
+    chunks = [
+        chunk({"role": "assistant", "reasoning_content": "Think"}),
+        chunk({"reasoning_content": "ing."}),
+        chunk({"content": "Done"}),
+        chunk({}, "stop"),
+        USAGE,
+    ]
+    events, _ = await run(chunks)
+    kinds = [(e["type"], e.get("output_index")) for e in events[2:-1]]
+    assert kinds == [
+        ("response.output_item.added", 0),
+        ("response.reasoning_text.delta", 0),
+        ("response.reasoning_text.delta", 0),
+        ("response.reasoning_text.done", 0),
+        ("response.output_item.done", 0),
+        ("response.output_item.added", 1),
+        ("response.content_part.added", 1),
+        ("response.output_text.delta", 1),
+        ("response.output_text.done", 1),
+        ("response.content_part.done", 1),
+        ("response.output_item.done", 1),
+    ]
+    final = Response.model_validate(events[-1]["response"])
+    assert final.output[0].type == "reasoning"
+    assert final.output[0].content is not None
+    assert final.output[0].content[0].text == "Thinking."
+    assert final.output_text == "Done"
+
+
 async def test_length_ends_incomplete() -> None:
     events, _ = await run([chunk({"content": "a"}), chunk({}, "length"), USAGE])
     assert events[-1]["type"] == "response.incomplete"

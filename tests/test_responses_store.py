@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai.types.responses import ResponseItem
+from pydantic import TypeAdapter
 
 from server.access.storage import Store, open_store
 from server.api.responses_api import convert, to_response
 from server.api.responses_api.stored import ResponseStore, item_page
 from server.config import ResponsesConfig
 from server.errors import NotFound
+
+ITEMS: TypeAdapter[Any] = TypeAdapter(ResponseItem)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
@@ -81,7 +85,10 @@ async def test_a_chain_replays_inputs_and_outputs(store: Store) -> None:
         ("function_call_output", None),
         ("message", "assistant"),
     ]
-    assert history[0]["content"] == "one" and history[0]["id"].startswith("msg_")
+    assert history[0]["content"] == [{"type": "input_text", "text": "one"}]
+    for item in history:
+        ITEMS.validate_python(item)  # as OpenAI lists them
+    assert history[0]["id"].startswith("msg_")
     assert history[-1]["content"][0]["text"] == "A2"
 
 

@@ -35,12 +35,21 @@ _ID_PREFIX = {
 
 
 def with_ids(items: list[JSON]) -> list[JSON]:
-    """Input items as OpenAI lists them: each with a ``type`` and an ``id``."""
+    """Input items as OpenAI lists them: each with a ``type`` and an ``id``, a message's text
+    as a list of parts."""
     out = []
     for item in items:
         kind = item.get("type", "message")
         item_id = item.get("id") or new_id(_ID_PREFIX.get(kind, "item"))
-        out.append({**item, "type": kind, "id": item_id})
+        listed = {**item, "type": kind, "id": item_id}
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            listed["content"] = [{"type": part, "text": item["content"]}]
+            if part == "output_text":
+                listed["content"][0]["annotations"] = []
+        if kind in _ID_PREFIX and kind != "reasoning":
+            listed.setdefault("status", "completed")
+        out.append(listed)
     return out
 
 
