@@ -144,6 +144,9 @@ def _user_parts(content: Any, param: str) -> str | list[JSON]:
                 param=f"{where}.type",
                 code="unsupported_value",
             )
+    if all(part["type"] == "text" for part in parts):
+        # Text alone goes as a string: every chat template reads that, not all read parts.
+        return "\n".join(part["text"] for part in parts)
     return parts
 
 
