@@ -89,6 +89,12 @@ def test_items_map_to_chat_messages() -> None:
     ]
 
 
+def test_a_user_turn_of_text_parts_alone_is_one_string() -> None:
+    parts = [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]
+    chat = chat_of({"model": "m", "input": [{"role": "user", "content": parts}]})
+    assert chat["messages"] == [{"role": "user", "content": "a\nb"}]
+
+
 def test_history_comes_before_input_and_after_instructions() -> None:
     history = [
         {"type": "message", "role": "user", "content": "first"},
