@@ -21,7 +21,8 @@ from server import console
 from server.access import start_access
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, health, models
-from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api.messages import route as messages
+from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.responses_api import route as responses
 from server.api.wire import error_response
 from server.config import Settings
@@ -120,6 +121,7 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     )
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -127,6 +129,8 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if settings.config.server.cors.allow_origins:  # outermost: preflights need no key
+        app.add_middleware(CorsMiddleware, config=settings.config.server.cors)
     return app
 
 

@@ -27,6 +27,7 @@ def serve(args: argparse.Namespace) -> int:
     from server.access import StartRefused, check_start
     from server.app import create_app
     from server.lifecycle import drain
+    from server.lifecycle.http_guard import uvicorn_options
     from server.observability.logs import configure_logging
 
     settings = Settings.from_file(_config_path(args), host=args.host, port=args.port)
@@ -37,17 +38,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"puente: {exc}", file=sys.stderr)
         return 2
     has = importlib.util.find_spec
+    server = settings.config.server
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
         loop="uvloop" if has("uvloop") else "asyncio",
-        http="httptools" if has("httptools") else "h11",
         workers=1,
         access_log=False,
         log_config=None,
+        # Header size, count and timeout, idle keep-alive, connection cap (server.http).
+        **uvicorn_options(server.http),
     )
-    server = settings.config.server
     drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
     # SIGTERM: /ready turns 503, then the listener closes and requests drain
     # (server/lifecycle/drain.py).

@@ -136,8 +136,15 @@ def test_a_bug_mid_stream_ends_the_stream_and_finishes_the_request(
             received.extend(c.delta.content or "" for c in chunk.choices)
     assert "".join(received) == "uno dos"
     assert "processing your request" in caught.value.message
-    assert PROVIDERS["crash-mid-stream"].closed_streams == 1  # type: ignore[attr-defined]
-    assert sample(puente, "puente_requests_total", model="crash-mid-stream", status="500") == 1
+    # The client reads the error event before the server has closed the stream behind it.
+    provider = PROVIDERS["crash-mid-stream"]
+    wait_for(lambda: provider.closed_streams == 1, "the upstream stream closed")  # type: ignore[attr-defined]
+    wait_for(
+        lambda: (
+            sample(puente, "puente_requests_total", model="crash-mid-stream", status="500") == 1
+        ),
+        "the request counted",
+    )
     assert sample(puente, "puente_requests_in_flight", model="crash-mid-stream") == 0
     assert puente.runtime.pipeline.generations.in_flight_before(10**9) == 0
 

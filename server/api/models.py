@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from server.api.deps import PrincipalDep, RuntimeDep
+from server.api.messages import models as anthropic
 from server.api.wire import JSONResponse
 from server.config import ModelConfig
 from server.errors import ModelNotFound
@@ -56,17 +57,27 @@ def _cards(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/models")
-async def list_models(runtime: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
+async def list_models(
+    request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> JSONResponse:
     cards = [card for card in _cards(runtime) if principal.may_use(card["id"])]
+    if anthropic.wants_anthropic(request.headers):  # the anthropic SDK's models.list()
+        return JSONResponse(
+            anthropic.page([anthropic.card(c) for c in cards], request.query_params)
+        )
     return JSONResponse({"object": "list", "data": cards})
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
+async def get_model(
+    model_id: str, request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> JSONResponse:
     if not principal.may_use(model_id):  # the same 404 as a model that does not exist
         raise ModelNotFound.named(model_id)
     for card in _cards(runtime):
         if card["id"] == model_id:
+            if anthropic.wants_anthropic(request.headers):
+                return JSONResponse(anthropic.card(card))
             return JSONResponse(card)
     snapshot = runtime.pipeline.snapshot
     persona = snapshot.personas.get(model_id)

@@ -3,27 +3,47 @@ through the official ``google-genai`` SDK, translated both ways in ``gemini_tran
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 
 import httpx2
+import pydantic
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from server.config import ModelConfig
+from server.errors import InvalidRequest
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.cloud import CloudClients
 from server.providers.gemini_translate import StreamTranslator, build_request, to_completion
 from server.providers.sdk_base import SDKProvider
 from server.providers.vendor_errors import GEMINI
 
+# The SDK puts the model name into the request's URL path: a client's name (``gemini/*``) may
+# only be a plain model id (``models/``/``tunedModels/`` prefix allowed), never ``..``, ``?``,
+# ``#`` or an escaped ``/`` that would point the request somewhere else.
+_MODEL_ID = re.compile(r"^(?:(?:models|tunedModels)/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_model_id(name: str) -> str:
+    if not _MODEL_ID.match(name) or ".." in name:
+        raise InvalidRequest(f"'{name}' is not a valid Gemini model name.", param="model")
+    return name
+
 
 class GeminiProvider(SDKProvider):
     kind = "gemini"
     vendor = "Gemini"
     errors = GEMINI
-    caught = (genai_errors.APIError, genai_errors.UnknownApiResponseError, httpx2.HTTPError)
+    # pydantic: the SDK validates the vendor's answer against its types (a count that is text).
+    caught = (
+        genai_errors.APIError,
+        genai_errors.UnknownApiResponseError,
+        httpx2.HTTPError,
+        pydantic.ValidationError,
+    )
 
     def __init__(self, config: ModelConfig, cloud: CloudClients) -> None:
         super().__init__(config)
@@ -42,24 +62,24 @@ class GeminiProvider(SDKProvider):
         )
 
     async def complete(self, request: ChatRequest) -> JSON:
+        model = check_model_id(request.upstream_model)
         contents, config = await build_request(request, self.images)
         response = await self.call(
-            self.client.aio.models.generate_content(
-                model=request.upstream_model, contents=contents, config=config
-            )
+            self.client.aio.models.generate_content(model=model, contents=contents, config=config)
         )
         return to_completion(response, request.model)
 
     def stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        check_model_id(request.upstream_model)  # before anything is opened
         return self.open_stream(self._chunks(request))
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         contents, config = await build_request(request, self.images)
         translator = StreamTranslator(request.model)
         stream = await self.client.aio.models.generate_content_stream(
-            model=request.upstream_model, contents=contents, config=config
+            model=check_model_id(request.upstream_model), contents=contents, config=config
         )
         try:
             async for response in stream:

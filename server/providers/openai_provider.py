@@ -16,11 +16,14 @@ from urllib.parse import urlsplit
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletion
 
 from server.config import ModelConfig
+from server.errors import UpstreamProtocolError
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers.cloud import CloudClients, sdk_timeout
 from server.providers.sdk_base import SDKProvider
+from server.providers.upstream_errors import check_usage
 from server.providers.vendor_errors import OPENAI
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -67,7 +70,16 @@ class OpenAIProvider(SDKProvider):
                 extra_body=self._extra(request, stream=False),
             )
         )
-        return result.to_dict(mode="json")
+        if not isinstance(result, ChatCompletion):
+            # The SDK hands back text when the answer is not JSON (an event stream, a proxy's
+            # page): there is no completion in it.
+            raise UpstreamProtocolError(
+                f"{self.vendor} answered model '{self.config.name}' with something that is not a "
+                "chat completion."
+            )
+        data = result.to_dict(mode="json")
+        check_usage(data.get("usage"), self.config.name)  # the SDK does not validate answers
+        return data
 
     def stream(
         self, request: ChatRequest
@@ -83,6 +95,8 @@ class OpenAIProvider(SDKProvider):
         )
         try:
             async for chunk in stream:
-                yield StreamChunk(data=chunk.to_dict(mode="json"))
+                data = chunk.to_dict(mode="json")
+                check_usage(data.get("usage"), self.config.name)
+                yield StreamChunk(data=data)
         finally:
             await stream.close()

@@ -19,7 +19,9 @@ piece is validated with ``types.GenerateContentResponse`` before it is sent.
 
 Behaviour per upstream model (``program``): ``status`` (+ ``retry_delay``), ``hang``,
 ``error_after`` (stream pieces before an error frame), ``tool_calls``, ``reply``, ``delay``,
-``finish_reason``, ``blocked`` (the prompt is refused: no candidates).
+``finish_reason``, ``blocked`` (the prompt is refused: no candidates); and, as a broken vendor
+would: ``usage`` (merged into ``usageMetadata`` as given, unvalidated) and ``retry_after`` (a raw
+``Retry-After`` header on a programmed error).
 """
 
 from __future__ import annotations
@@ -244,6 +246,8 @@ class FakeGemini(VendorServer):
         except Invalid as exc:
             return error_response(400, exc.message)
         answer = self._answer(body, model, plan)
+        if plan.get("usage"):
+            answer["usageMetadata"] = {**answer["usageMetadata"], **plan["usage"]}
         if method == "streamGenerateContent":
             if request.query.get("alt") != "sse":
                 return error_response(400, "The fake streams only with alt=sse.")
@@ -266,7 +270,10 @@ class FakeGemini(VendorServer):
             details = [
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"}
             ]
-        return error_response(status, message, details)
+        response = error_response(status, message, details)
+        if "retry_after" in plan:
+            response.headers["Retry-After"] = str(plan["retry_after"])
+        return response
 
     def _answer(self, body: dict[str, Any], model: str, plan: dict[str, Any]) -> dict[str, Any]:
         contents = body["contents"]

@@ -12,6 +12,10 @@ error event after that many chunks), ``reset_after`` (drop the TCP connection af
 chunks), ``malformed`` (a body that is not JSON), ``no_done`` (end the stream without [DONE]),
 ``tool_calls`` (answer with that many tool calls), ``reply`` (the text to answer).
 
+Clients that cannot add a body field (the Messages front door drops unknown fields) get the same
+directives per upstream model name: ``fake.programs["tools-model"] = {"tool_calls": 1}``. A
+programmed model stops calling tools once a tool's result comes back, as a model in a tool loop.
+
 Everything received is recorded (``received``), and so is every connection the fake saw a client
 close while it was still answering (``closed``), with the time it noticed.
 """
@@ -72,6 +76,7 @@ class FakeOpenAI(ThreadedServer):
         super().__init__()
         self.state = FakeState()
         self.counter = 0
+        self.programs: dict[str, dict[str, Any]] = {}
 
     @property
     def base_url(self) -> str:
@@ -109,7 +114,7 @@ class FakeOpenAI(ThreadedServer):
         self.state.received.append(body)
         self.state.headers.append({k.lower(): v for k, v in request.headers.items()})
         rid = request.headers.get("X-Request-Id", "")
-        fake: dict[str, Any] = body.get("fake") or {}
+        fake: dict[str, Any] = body.get("fake") or self._programmed(body)
         self.counter += 1
         completion_id = f"chatcmpl-fake{self.counter}"
         self.state.in_progress += 1
@@ -130,6 +135,13 @@ class FakeOpenAI(ThreadedServer):
             return web.json_response(self._completion(body, fake, completion_id))
         finally:
             self.state.in_progress -= 1
+
+    def _programmed(self, body: dict[str, Any]) -> dict[str, Any]:
+        program = dict(self.programs.get(body.get("model", ""), {}))
+        messages = body.get("messages") or [{}]
+        if messages[-1].get("role") == "tool":
+            program.pop("tool_calls", None)
+        return program
 
     async def _idle(self, request: web.Request, seconds: float, rid: str) -> bool:
         """Wait, watching the connection; True (and recorded) if the client closed it."""
