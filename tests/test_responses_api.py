@@ -289,6 +289,9 @@ def test_a_failure_mid_stream_ends_with_response_failed(server: InProcessPuente,
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"]["code"] == "server_error"
+    # The request is recorded as failed (metrics, usage row), not as a 200.
+    line = [ln for ln in server.logs().splitlines() if "responses model=fake-model" in ln][-1]
+    assert "stream=True status=502" in line
 
 
 @pytest.fixture(scope="module")
