@@ -10,6 +10,7 @@ start=$SECONDS
 scripts/install.sh
 scripts/install-engine.sh
 .venv/bin/puente models prepare
+.venv/bin/puente models prepare --embedding
 # Debian's chromium, which the web console's browser tests drive (tests/test_console.py).
 scripts/install-browser.sh
 # Claude Code and Codex CLI, which the Messages and Responses tests drive through Puente.

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from server import console
 from server.access import start_access
 from server.access.startup import metrics_key_hash
-from server.api import admin, chat, health, models
+from server.api import admin, chat, completions, embeddings, health, models
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.responses_api import route as responses
@@ -120,8 +120,10 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
         redoc_url=None,
     )
     app.include_router(chat.router)
-    app.include_router(responses.router)
+    app.include_router(embeddings.router)
+    app.include_router(completions.router)
     app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

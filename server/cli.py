@@ -68,17 +68,26 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def models_prepare(args: argparse.Namespace) -> int:
-    from server.engine import prepare
+    from server.engine import embedding_model, prepare
 
-    target = Path(args.dir) if args.dir else prepare.default_model_dir()
     python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.embedding:
+        what, default_dir = "embedding model", embedding_model.embedding_model_dir()
+        make = embedding_model.prepare_embedding_model
+    else:
+        what, default_dir, make = (
+            "model",
+            prepare.default_model_dir(),
+            prepare.prepare_default_model,
+        )
+    target = Path(args.dir) if args.dir else default_dir
     try:
-        folder = prepare.prepare_default_model(target, python, force=args.force)
+        folder = make(target, python, force=args.force)
     except prepare.PrepareError as exc:
-        print(f"puente: cannot prepare the default model: {exc}", file=sys.stderr)
+        print(f"puente: cannot prepare the default {what}: {exc}", file=sys.stderr)
         return 1
-    print(f"default model ready in {folder}")
+    print(f"default {what} ready in {folder}")
     return 0
 
 
@@ -108,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="output folder (default: $PUENTE_CACHE_DIR/models/...)")
     p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
     p.add_argument("--force", action="store_true", help="convert again even if cached")
+    p.add_argument(
+        "--embedding",
+        action="store_true",
+        help="the embedded embedding model (all-MiniLM-L6-v2) instead of the chat model",
+    )
     p.set_defaults(func=models_prepare)
 
     p = commands.add_parser("check-config", help="validate a configuration file and exit")

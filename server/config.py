@@ -72,7 +72,11 @@ class LaunchConfig(_Strict):
     """A vLLM engine that Puente starts and supervises itself (``provider: vllm``)."""
 
     model: str = "default"
-    """A model folder, a hub id (hosts with internet), or ``default``: the embedded SmolLM2."""
+    """A model folder, a hub id (hosts with internet), ``default``: the embedded chat model
+    (SmolLM2), or ``default-embedding``: the embedded embedding model (all-MiniLM-L6-v2)."""
+    runner: Literal["auto", "generate", "pooling"] | None = None
+    """vLLM's ``--runner``: ``pooling`` serves ``/v1/embeddings`` (and no chat). Unset: pooling
+    for ``default-embedding``, vLLM's own choice otherwise."""
     port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     """The engine's port on 127.0.0.1; a free one when unset."""
     dtype: str | None = None
@@ -90,6 +94,16 @@ class LaunchConfig(_Strict):
     """The engine venv's python; default ``$PUENTE_ENGINE_PYTHON`` or ``.venv-engine``."""
     startup_timeout: Annotated[float, Field(gt=0)] = 900.0
     """Seconds the engine may take to answer ``/health`` before it is restarted."""
+
+    @property
+    def effective_runner(self) -> str | None:
+        if self.runner is not None:
+            return self.runner
+        return "pooling" if self.model == "default-embedding" else None
+
+    @property
+    def pooling(self) -> bool:
+        return self.effective_runner == "pooling"
 
 
 class UpstreamLimits(_Strict):
@@ -153,6 +167,14 @@ class ModelConfig(_Strict):
     """Whether ``/ready`` answers 503 while this model cannot serve; unset: yes for a local
     engine (``provider: vllm``), no for a cloud vendor or another OpenAI-compatible upstream."""
 
+    task: Literal["chat", "embeddings"] | None = None
+    """What the model answers: ``chat`` (``/v1/chat/completions``, ``/v1/responses``,
+    ``/v1/messages``, ``/v1/completions``) or ``embeddings`` (``/v1/embeddings``). Unset: embeddings
+    for a launched pooling engine or an upstream name with "embed" in it, chat otherwise."""
+    embedding_batch: Annotated[int, Field(gt=0)] | None = None
+    """Most inputs one upstream embeddings request carries; a larger batch is split and put back
+    in order. Unset: the vendor's limit (OpenAI 2048, Gemini 100), none for other upstreams."""
+
     # Filled in by the loader, not the file: the variable an unset ``api_key`` referenced.
     missing_env: str | None = Field(default=None, exclude=True)
 
@@ -199,6 +221,15 @@ class ModelConfig(_Strict):
         if self.required_for_ready is not None:
             return self.required_for_ready
         return self.provider == "vllm"
+
+    @property
+    def embeds(self) -> bool:
+        """Whether this entry serves embeddings (and not chat); see ``task``."""
+        if self.task is not None:
+            return self.task == "embeddings"
+        if self.launch is not None:
+            return self.launch.pooling
+        return "embed" in self.upstream_name(self.name).lower()
 
     @property
     def is_wildcard(self) -> bool:
@@ -300,10 +331,10 @@ class ServerConfig(_Strict):
 
 
 class ResponsesConfig(_Strict):
-    """Stored Responses API responses (``/v1/responses`` with ``store``, the default)."""
+    """Stored responses of ``POST /v1/responses`` (``server/api/responses_api/``)."""
 
     retention_days: Annotated[float, Field(gt=0)] = 30.0
-    """Stored responses older than this are deleted (and no longer found)."""
+    """How long a stored response can be continued or read; pruned after that."""
     max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     """A response whose input and output together exceed this is answered but not stored."""
 

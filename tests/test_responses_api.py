@@ -1,6 +1,5 @@
-"""``/v1/responses`` through Puente, driven by the real openai SDK (sync, async, streaming)
-against the fake OpenAI upstream: text, tools, conversations, structured output, personas,
-stored responses per key, and errors in OpenAI's envelope."""
+"""``/v1/responses`` through Puente, with the openai SDK (sync, async, streaming) against the fake
+upstream: answers, tools, conversations, stored responses per key, and errors."""
 
 from __future__ import annotations
 
@@ -8,312 +7,335 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
-import orjson
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
-from pydantic import BaseModel, TypeAdapter
+from openai.types.responses import Response
 
-from tests.access_support import ADMIN, admin_headers, unique
+from tests.access_support import ADMIN, create_key
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.inprocess import InProcessPuente
-from tests.persona_setup import FAREWELL, MARKER, MATH_SYSTEM, persona_config
 
-EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
-QUESTION = "What is the capital of Peru?"
 WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
+TOOL_CALL: Any = {"fake": {"tool_calls": 1}}
 
 
-@pytest.fixture(scope="module")
-def server(
-    fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[InProcessPuente]:
-    config = {
+def config(fake: FakeOpenAI) -> dict[str, Any]:
+    return {
         "models": [
-            {
-                "name": "fake-model",
-                "provider": "openai_compatible",
-                "base_url": fake_upstream.base_url,
-            }
+            {"name": "fake-model", "provider": "openai_compatible", "base_url": fake.base_url}
         ],
-        "personas": [{"name": "historia", "model": "fake-model", "system": "Eres historiador."}],
+        "personas": [
+            {"name": "helper", "model": "fake-model", "system": "You are a careful helper."}
+        ],
     }
-    workdir: Path = tmp_path_factory.mktemp("responses")
-    with InProcessPuente(config, workdir, env={"PUENTE_ADMIN_KEY": ADMIN}) as proc:
-        yield proc
-
-
-def new_key(server: InProcessPuente) -> str:
-    r = httpx.post(
-        server.url + "/admin/keys", json={"name": unique("resp")}, headers=admin_headers()
-    )
-    assert r.status_code == 201, r.text
-    key: str = r.json()["key"]
-    return key
 
 
 @pytest.fixture(scope="module")
-def key(server: InProcessPuente) -> str:
-    return new_key(server)
+def puente(fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    workdir = tmp_path_factory.mktemp("responses")
+    server = InProcessPuente(config(fake_upstream), workdir, env={"PUENTE_ADMIN_KEY": ADMIN})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(puente: InProcessPuente) -> dict[str, str]:
+    return {name: create_key(puente, f"responses-{name}") for name in ("alice", "bob")}
 
 
 @pytest.fixture
-def client(server: InProcessPuente, key: str, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0) as sdk:
+def client(puente: InProcessPuente, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=puente.base_url, api_key=keys["alice"], max_retries=0) as sdk:
         yield sdk
 
 
-def test_create_answers_a_response_object(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    raw = client.responses.with_raw_response.create(
-        model="fake-model", input=QUESTION, instructions="Be terse.", temperature=0.3
+@pytest.fixture
+def bob(puente: InProcessPuente, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=puente.base_url, api_key=keys["bob"], max_retries=0) as sdk:
+        yield sdk
+
+
+def last_sent(fake: FakeOpenAI) -> dict[str, Any]:
+    return fake.state.received[-1]
+
+
+def test_create_answers_a_response_and_sends_instructions_as_system(
+    client: openai.OpenAI, fake_upstream: FakeOpenAI
+) -> None:
+    response = client.responses.create(
+        model="fake-model", input="Capital of Peru?", instructions="Be terse.", temperature=0.2
     )
-    response = Response.model_validate(orjson.loads(raw.content))  # exactly OpenAI's shape
-    assert raw.headers["x-puente-model"] == "fake-model"
+    Response.model_validate(response.model_dump())
     assert response.id.startswith("resp_") and response.status == "completed"
-    assert response.output_text == f"Hello! You said: {QUESTION}"
-    assert response.instructions == "Be terse." and response.temperature == 0.3
-    assert response.usage is not None and response.usage.output_tokens == 9
-    assert fake.state.received[-1]["messages"] == [
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": QUESTION},
-    ]
-    assert fake.state.received[-1]["temperature"] == 0.3
+    assert response.output_text == "Hello! You said: Capital of Peru?"
+    assert response.model == "fake-model" and response.temperature == 0.2
+    assert response.usage is not None and response.usage.output_tokens > 0
+    sent = last_sent(fake_upstream)
+    assert sent["messages"][0] == {"role": "system", "content": "Be terse."}
+    assert sent["messages"][1] == {"role": "user", "content": "Capital of Peru?"}
 
 
-async def test_async_create(server: InProcessPuente, key: str, fake: FakeOpenAI) -> None:
-    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0) as sdk:
-        response = await sdk.responses.create(model="fake-model", input="hola", max_output_tokens=2)
-    assert response.status == "incomplete"
-    assert response.incomplete_details is not None
-    assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output_text == "Hello! You"
-    assert fake.state.received[-1]["max_completion_tokens"] == 2
+async def test_async_client_creates_and_retrieves(
+    puente: InProcessPuente, keys: dict[str, str]
+) -> None:
+    async with openai.AsyncOpenAI(base_url=puente.base_url, api_key=keys["alice"]) as client:
+        response = await client.responses.create(model="fake-model", input="async hello")
+        assert response.output_text == "Hello! You said: async hello"
+        again = await client.responses.retrieve(response.id)
+        assert again.output_text == response.output_text and again.id == response.id
 
 
-def test_stream_helper_gets_every_event_and_the_final_response(client: openai.OpenAI) -> None:
-    with client.responses.stream(model="fake-model", input=QUESTION) as stream:
-        events = list(stream)
+def test_stream_helper_gives_the_typed_events_and_a_final_response(
+    client: openai.OpenAI,
+) -> None:
+    with client.responses.stream(model="fake-model", input="stream me") as stream:
+        kinds = [event.type for event in stream]
         final = stream.get_final_response()
-    types = [event.type for event in events]
-    assert types[:4] == [
+    assert kinds[:4] == [
         "response.created",
         "response.in_progress",
         "response.output_item.added",
         "response.content_part.added",
     ]
-    assert types[-4:] == [
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
-    assert [e.sequence_number for e in events] == list(range(len(events)))
-    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    assert deltas == final.output_text == f"Hello! You said: {QUESTION}"
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed"
+    assert final.output_text == "Hello! You said: stream me"
     assert final.usage is not None and final.usage.total_tokens > 0
-    assert client.responses.retrieve(final.id).output_text == final.output_text
+    stored = client.responses.retrieve(final.id)  # stored once the stream ended
+    assert stored.output_text == final.output_text
 
 
-def test_stream_true_raw_events_validate(client: openai.OpenAI) -> None:
-    stream = client.responses.create(model="fake-model", input="hi", stream=True)
-    events = [EVENTS.validate_python(e.model_dump()) for e in stream]
-    assert {e.response.id for e in events if hasattr(e, "response")} == {events[0].response.id}
-    assert events[-1].type == "response.completed"
+def test_stream_true_with_tool_calls_keeps_every_argument(client: openai.OpenAI) -> None:
+    second = {**WEATHER, "name": "get_time"}
+    events = list(
+        client.responses.create(
+            model="fake-model",
+            input="weather and time?",
+            tools=[WEATHER, second],
+            stream=True,
+            extra_body={"fake": {"tool_calls": 2}},
+        )
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert len({e.response.id for e in events if hasattr(e, "response")}) == 1
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [e.arguments for e in done] == ['{"city":"Lima0"}', '{"city":"Lima1"}']
+    final = events[-1]
+    assert final.type == "response.completed"
+    calls = [i for i in final.response.output if i.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
 
 
-def test_function_tool_round_trip_by_previous_response_id(
-    client: openai.OpenAI, fake: FakeOpenAI
+def test_a_function_tool_round_trip_continues_with_previous_response_id(
+    client: openai.OpenAI, fake_upstream: FakeOpenAI
 ) -> None:
     first = client.responses.create(
-        model="fake-model",
-        input="Weather in Lima?",
-        tools=[WEATHER],
-        extra_body={"fake": {"tool_calls": 1}},
+        model="fake-model", input="Weather in Lima?", tools=[WEATHER], extra_body=TOOL_CALL
     )
-    call = first.output[0]
-    assert call.type == "function_call"
-    assert (call.name, call.arguments) == ("get_weather", '{"city":"Lima0"}')
-    assert fake.state.received[-1]["tools"][0]["function"]["name"] == "get_weather"
+    (call,) = first.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.arguments == '{"city":"Lima0"}'
     second = client.responses.create(
         model="fake-model",
         previous_response_id=first.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "22 C"}],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
         tools=[WEATHER],
     )
-    assert second.status == "completed" and second.previous_response_id == first.id
-    messages = fake.state.received[-1]["messages"]
+    assert second.previous_response_id == first.id
+    assert second.output_text.startswith("Hello!")
+    messages = last_sent(fake_upstream)["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[1]["tool_calls"][0]["id"] == call.call_id
-    assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "22 C"}
+    assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+    items = client.responses.input_items.list(second.id, order="asc")
+    assert [i.type for i in items.data] == ["message", "function_call", "function_call_output"]
+    page = client.responses.input_items.list(second.id, limit=1)  # newest first
+    assert [i.type for i in page.data] == ["function_call_output"] and page.has_more
+    rest = client.responses.input_items.list(second.id, limit=5, after=page.data[0].id)
+    assert [i.type for i in rest.data] == ["function_call", "message"] and not rest.has_more
 
 
-def test_streamed_tool_call_round_trip_without_storing(
-    client: openai.OpenAI, fake: FakeOpenAI
+def test_text_format_json_schema_becomes_response_format(
+    client: openai.OpenAI, fake_upstream: FakeOpenAI
 ) -> None:
-    with client.responses.stream(
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    fmt: Any = {"type": "json_schema", "name": "place", "schema": schema, "strict": True}
+    response = client.responses.create(
         model="fake-model",
-        input="Weather?",
-        tools=[WEATHER],
-        store=False,
-        extra_body={"fake": {"tool_calls": 2}},
-    ) as stream:
-        final = stream.get_final_response()
-    calls = [item for item in final.output if item.type == "function_call"]
-    assert [c.arguments for c in calls] == ['{"city":"Lima0"}', '{"city":"Lima1"}']
-    with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(final.id)
-    outputs: list[Any] = [
-        {"type": "function_call_output", "call_id": c.call_id, "output": "sunny"} for c in calls
-    ]
-    answer = client.responses.create(
-        model="fake-model",
-        input=[{"role": "user", "content": "Weather?"}, *final.output, *outputs],  # type: ignore[list-item]
-        tools=[WEATHER],
+        input="A city?",
+        text={"format": fmt},
+        extra_body={"fake": {"reply": '{"city":"Lima"}'}},
     )
-    assert answer.status == "completed"
-    roles = [m["role"] for m in fake.state.received[-1]["messages"]]
-    assert roles == ["user", "assistant", "tool", "tool"]
+    assert response.output_text == '{"city":"Lima"}'
+    assert response.text is not None and response.text.format.type == "json_schema"
+    assert last_sent(fake_upstream)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": schema, "strict": True},
+    }
 
 
-def test_previous_response_id_continues_the_conversation(
-    client: openai.OpenAI, fake: FakeOpenAI
-) -> None:
-    first = client.responses.create(model="fake-model", input="My name is Ana.")
-    second = client.responses.create(
-        model="fake-model", input="What is my name?", previous_response_id=first.id
-    )
-    assert fake.state.received[-1]["messages"] == [
-        {"role": "user", "content": "My name is Ana."},
-        {"role": "assistant", "content": first.output_text},
-        {"role": "user", "content": "What is my name?"},
-    ]
-    items = client.responses.input_items.list(second.id)
-    assert [item.type for item in items.data] == ["message"]
+def test_a_persona_name_is_a_model(client: openai.OpenAI, fake_upstream: FakeOpenAI) -> None:
+    response = client.responses.create(model="helper", input="Hi")
+    assert response.model == "helper"
+    messages = last_sent(fake_upstream)["messages"]
+    assert "careful helper" in messages[0]["content"]
 
 
-def test_json_schema_through_text_format(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    class City(BaseModel):
-        city: str
-
-    parsed = client.responses.parse(
-        model="fake-model",
-        input="Capital of Peru as JSON",
-        text_format=City,
-        extra_body={"fake": {"reply": '{"city": "Lima"}'}},
-    )
-    assert parsed.output_parsed == City(city="Lima")
-    sent = fake.state.received[-1]["response_format"]
-    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
-
-
-def test_a_persona_answers_by_its_name(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    response = client.responses.create(model="historia", input="Who was Pachacutec?")
-    assert response.model == "historia"
-    assert fake.state.received[-1]["messages"][0]["content"].startswith("Eres historiador.")
-
-
-def test_skipped_tools_are_named_in_a_header(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+def test_hosted_tools_are_skipped_and_named_in_a_header(client: openai.OpenAI) -> None:
     raw = client.responses.with_raw_response.create(
         model="fake-model",
-        input="hi",
-        tools=[{"type": "web_search"}, WEATHER, {"type": "local_shell"}],  # type: ignore[list-item]
+        input="Hi",
+        tools=[
+            WEATHER,
+            {"type": "web_search"},
+            {"type": "image_generation"},
+            {"type": "namespace", "name": "útil\r\nx-evil: 1", "tools": []},
+        ],
     )
-    assert raw.headers["x-puente-skipped-tools"] == "web_search,local_shell"
-    assert [t["function"]["name"] for t in fake.state.received[-1]["tools"]] == ["get_weather"]
+    assert raw.headers["x-puente-skipped-tools"] == (
+        "web_search, image_generation, %C3%BAtil%0D%0Ax-evil:%201"
+    )
+    assert "x-evil" not in raw.headers
+    assert raw.parse().output_text.startswith("Hello!")
 
 
-def test_skipped_tools_header_on_a_stream_too(server: InProcessPuente, key: str) -> None:
-    body = {"model": "fake-model", "input": "hi", "stream": True, "tools": [{"type": "mcp"}]}
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.stream("POST", server.base_url + "/responses", json=body, headers=headers) as r:
-        assert r.headers["x-puente-skipped-tools"] == "mcp"
-        assert r.headers["content-type"].startswith("text/event-stream")
-        assert r.read().decode().rstrip().split("\n")[-2] == "event: response.completed"
+def test_a_stream_names_its_skipped_tools_in_a_header_too(client: openai.OpenAI) -> None:
+    with client.responses.with_streaming_response.create(
+        model="fake-model", input="Hi", tools=[{"type": "file_search"}], stream=True
+    ) as raw:
+        assert raw.headers["x-puente-skipped-tools"] == "file_search"
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        body = b"".join(raw.iter_bytes())
+    assert body.startswith(b"event: response.created\ndata: ")
+    assert b"event: response.completed" in body
 
 
-def test_another_key_cannot_see_or_delete_a_response(
-    server: InProcessPuente, client: openai.OpenAI
+def test_store_false_keeps_nothing(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="fake-model", input="forget me", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_delete_removes_a_stored_response(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="fake-model", input="delete me")
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(response.id)
+
+
+def test_another_keys_response_is_not_found(client: openai.OpenAI, bob: openai.OpenAI) -> None:
+    mine = client.responses.create(model="fake-model", input="private")
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.input_items.list(mine.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        bob.responses.create(model="fake-model", input="x", previous_response_id=mine.id)
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.delete(mine.id)
+    assert client.responses.retrieve(mine.id).id == mine.id
+
+
+def test_the_admin_reads_and_deletes_any_keys_response(
+    client: openai.OpenAI, puente: InProcessPuente
 ) -> None:
-    mine = client.responses.create(model="fake-model", input="secret")
-    with openai.OpenAI(base_url=server.base_url, api_key=new_key(server), max_retries=0) as other:
-        with pytest.raises(openai.NotFoundError) as caught:
-            other.responses.retrieve(mine.id)
-        assert caught.value.body == {
-            "message": f"Response with id '{mine.id}' not found.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": None,
-        }
-        with pytest.raises(openai.NotFoundError):
-            other.responses.delete(mine.id)
-        with pytest.raises(openai.NotFoundError):
-            other.responses.create(model="fake-model", input="x", previous_response_id=mine.id)
-    client.responses.delete(mine.id)
+    mine = client.responses.create(model="fake-model", input="audited")
+    with openai.OpenAI(base_url=puente.base_url, api_key=ADMIN, max_retries=0) as admin:
+        assert admin.responses.retrieve(mine.id).output_text == mine.output_text
+        admin.responses.delete(mine.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(mine.id)
 
 
-def test_errors_come_in_openais_envelope(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as missing:
-        client.responses.create(model="no-such-model", input="x")
-    assert missing.value.code == "model_not_found"
-    with pytest.raises(openai.NotFoundError) as unknown:
-        client.responses.create(model="fake-model", input="x", previous_response_id="resp_nope")
-    assert unknown.value.body["param"] == "previous_response_id"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.responses.create(model="fake-model", input="x", max_output_tokens=0)
-    assert bad.value.body["param"] == "max_output_tokens"  # type: ignore[index]
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(
-            base_url=str(client.base_url), api_key="wrong", max_retries=0
-        ).responses.create(model="fake-model", input="x")
+def test_unknown_model_and_unknown_previous_response_are_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as model:
+        client.responses.create(model="no-such-model", input="Hi")
+    assert model.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError) as previous:
+        client.responses.create(model="fake-model", input="Hi", previous_response_id="resp_nope")
+    assert "resp_nope" in previous.value.message
 
 
-def test_a_failure_mid_stream_ends_with_response_failed(server: InProcessPuente, key: str) -> None:
-    body = {"model": "fake-model", "input": "hi", "stream": True, "fake": {"fail_after": 3}}
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.stream("POST", server.base_url + "/responses", json=body, headers=headers) as r:
-        assert r.status_code == 200
-        text = r.read().decode()
-    frames = [f for f in text.split("\n\n") if f]
-    events = [orjson.loads(f.split("data: ", 1)[1]) for f in frames]
-    assert [f.split("\n")[0] for f in frames] == [f"event: {e['type']}" for e in events]
-    for event in events:
-        EVENTS.validate_python(event)
-    assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["status"] == "failed"
-    assert events[-1]["response"]["error"]["code"] == "server_error"
-    # The request is recorded as failed (metrics, usage row), not as a 200.
-    line = [ln for ln in server.logs().splitlines() if "responses model=fake-model" in ln][-1]
-    assert "stream=True status=502" in line
+def test_bad_input_is_a_400_in_openais_envelope(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="fake-model", input=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
+    assert caught.value.body["param"] == "input[0].role"  # type: ignore[index]
 
 
-@pytest.fixture(scope="module")
-def personas(
-    fake_upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[InProcessPuente]:
-    config = {"auth": "none", **persona_config(fake_upstream)}
-    with InProcessPuente(config, tmp_path_factory.mktemp("responses-personas")) as proc:
-        yield proc
+def test_a_failure_mid_stream_ends_with_response_failed(client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(
+            model="fake-model",
+            input="one two three four five",
+            stream=True,
+            extra_body={"fake": {"fail_after": 2}},
+        )
+    )
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(events[0].response.id)
 
 
-def test_a_personas_farewell_is_said_whole_and_streamed(
-    personas: InProcessPuente, fake: FakeOpenAI
+def test_stored_responses_survive_a_restart(fake_upstream: FakeOpenAI, tmp_path: Path) -> None:
+    first = InProcessPuente(config(fake_upstream), tmp_path).start()
+    try:
+        with openai.OpenAI(base_url=first.base_url, api_key="none", max_retries=0) as client:
+            response = client.responses.create(model="fake-model", input="remember me")
+    finally:
+        first.stop()
+    second = InProcessPuente(config(fake_upstream), tmp_path).start()
+    try:
+        client = openai.OpenAI(base_url=second.base_url, api_key="none", max_retries=0)
+        with client:
+            assert client.responses.retrieve(response.id).output_text == response.output_text
+            follow = client.responses.create(
+                model="fake-model", input="and now?", previous_response_id=response.id
+            )
+        assert follow.output_text == "Hello! You said: and now?"
+    finally:
+        second.stop()
+
+
+def test_json_nested_too_deep_to_send_on_is_a_400(client: openai.OpenAI) -> None:
+    schema: Any = {"type": "string"}
+    for _ in range(300):
+        schema = {"type": "array", "items": schema}
+    tool = {**WEATHER, "parameters": schema}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="fake-model", input="Hi", tools=[tool])
+    assert "nested too deeply" in caught.value.message
+
+
+async def test_async_streaming_with_the_stream_helper(
+    puente: InProcessPuente, keys: dict[str, str]
 ) -> None:
-    with openai.OpenAI(base_url=personas.base_url, api_key="unused", max_retries=0) as client:
-        marker = {"fake": {"reply": f"{MARKER} Adiós."}}
-        whole = client.responses.create(model="matematicas", input="¿Fútbol?", extra_body=marker)
-        with client.responses.stream(
-            model="matematicas", input="¿Fútbol?", extra_body=marker
-        ) as stream:
-            deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
-            streamed = stream.get_final_response()
-    assert whole.output_text == FAREWELL
-    assert streamed.output_text == "".join(deltas) == FAREWELL
-    assert fake.state.received[-1]["messages"][0]["content"].startswith(MATH_SYSTEM)
+    client = openai.AsyncOpenAI(base_url=puente.base_url, api_key=keys["alice"])
+    async with (
+        client,
+        client.responses.stream(model="fake-model", input="async stream") as stream,
+    ):
+        deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "Hello! You said: async stream"
+
+
+def test_input_tokens_counts_the_conversation(client: openai.OpenAI) -> None:
+    short = client.responses.input_tokens.count(model="fake-model", input="Hi")
+    assert short.object == "response.input_tokens" and short.input_tokens > 0
+    first = client.responses.create(model="fake-model", input="A longer first question here")
+    longer = client.responses.input_tokens.count(
+        model="fake-model", input="Hi", previous_response_id=first.id
+    )
+    assert longer.input_tokens > short.input_tokens  # the earlier turn counts too
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_tokens.count(model="no-such-model", input="Hi")

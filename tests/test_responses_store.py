@@ -1,24 +1,33 @@
-"""Stored Responses API responses, on a real SQLite file and a real Postgres: kept per key,
-found again after a restart, chained by ``previous_response_id``, deleted, and forgotten after
-their retention."""
+"""Stored responses in the database: the same contract on SQLite and a real Postgres, shared by
+two gateways on one Postgres, expired rows pruned, and a failed save that loses no answer."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
-from openai.types.responses import ResponseItem
-from pydantic import TypeAdapter
 
-from server.access.storage import Store, open_store
-from server.api.responses_api import convert, to_response
-from server.api.responses_api.stored import ResponseStore, item_page
-from server.config import ResponsesConfig
-from server.errors import NotFound
+from server.access.storage import Store, StoredResponse, open_store
+from server.access.storage.migrations import LATEST
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.inprocess import InProcessPuente
 
-ITEMS: TypeAdapter[Any] = TypeAdapter(ResponseItem)
+
+def row(response_id: str, expires_at: float, key: str | None = "alice") -> StoredResponse:
+    return StoredResponse(
+        id=response_id,
+        key_name=key,
+        created_at=1.0,
+        expires_at=expires_at,
+        model="m",
+        input='[{"type": "message"}]',
+        response=f'{{"id": "{response_id}"}}',
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
@@ -28,137 +37,99 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         url = request.getfixturevalue("postgres_url")
     opened = open_store(url)
-    await opened.migrate()
+    assert await opened.migrate() == LATEST
     yield opened
     await opened.aclose()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 2_000_000_000.0
+async def test_responses_are_kept_read_deleted_and_pruned(store: Store) -> None:
+    await store.put_response(row("resp_a", expires_at=100.0))
+    await store.put_response(row("resp_b", expires_at=300.0, key=None))
+    assert await store.get_response("resp_a") == row("resp_a", 100.0)
+    assert await store.get_response("resp_missing") is None
+    assert await store.prune_responses(200.0) == 1
+    assert await store.get_response("resp_a") is None
+    assert await store.delete_response("resp_b") is True
+    assert await store.delete_response("resp_b") is False
 
-    def __call__(self) -> float:
-        return self.now
 
-
-def answer(text: str) -> dict[str, Any]:
+def gateway(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
     return {
-        "id": "c",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "models": [
+            {"name": "fake-model", "provider": "openai_compatible", "base_url": fake.base_url}
+        ],
+        **extra,
     }
 
 
-async def turn(
-    responses: ResponseStore, body: dict[str, Any], key: str | None, reply: str
-) -> tuple[str, list[dict[str, Any]]]:
-    """One request through the converters and the store; (its id, the history it was given)."""
-    history: list[dict[str, Any]] = []
-    if body.get("previous_response_id"):
-        history = await responses.history(body["previous_response_id"], key)
-    converted = convert({"model": "m", **body}, history=history)
-    await responses.save(converted, to_response(converted, answer(reply)), key)
-    return converted.response_id, history
+@pytest.mark.services
+def test_two_gateways_on_one_postgres_share_stored_responses(
+    fake_upstream: FakeOpenAI, postgres_url: str, tmp_path: Path
+) -> None:
+    config = gateway(fake_upstream, database_url=postgres_url)
+    one = InProcessPuente(config, tmp_path, name="one").start()
+    two = InProcessPuente(config, tmp_path, name="two").start()
+    stack = ExitStack()
+    try:
+        a = openai.OpenAI(base_url=one.base_url, api_key="none", max_retries=0)
+        b = openai.OpenAI(base_url=two.base_url, api_key="none", max_retries=0)
+        stack.enter_context(a)
+        stack.enter_context(b)
+        first = a.responses.create(model="fake-model", input="made on one")
+        assert b.responses.retrieve(first.id).output_text == first.output_text
+        follow = b.responses.create(
+            model="fake-model", input="continued on two", previous_response_id=first.id
+        )
+        assert [m["role"] for m in fake_upstream.state.received[-1]["messages"]] == [
+            "user",
+            "assistant",
+            "user",
+        ]
+        b.responses.delete(follow.id)
+        with pytest.raises(openai.NotFoundError):
+            a.responses.retrieve(follow.id)
+    finally:
+        stack.close()
+        two.stop()
+        one.stop()
 
 
-async def test_a_chain_replays_inputs_and_outputs(store: Store) -> None:
-    responses = ResponseStore(store, ResponsesConfig())
-    first, _ = await turn(responses, {"input": "one"}, "alice", "A1")
-    calls = [
-        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "c1", "output": "42"},
-    ]
-    second, _ = await turn(
-        responses, {"input": calls, "previous_response_id": first}, "alice", "A2"
-    )
-    _, history = await turn(
-        responses, {"input": "three", "previous_response_id": second}, "alice", "A3"
-    )
-    kinds = [(item["type"], item.get("role")) for item in history]
-    assert kinds == [
-        ("message", "user"),
-        ("message", "assistant"),
-        ("function_call", None),
-        ("function_call_output", None),
-        ("message", "assistant"),
-    ]
-    assert history[0]["content"] == [{"type": "input_text", "text": "one"}]
-    for item in history:
-        ITEMS.validate_python(item)  # as OpenAI lists them
-    assert history[0]["id"].startswith("msg_")
-    assert history[-1]["content"][0]["text"] == "A2"
+def test_an_expired_response_is_not_found(fake_upstream: FakeOpenAI, tmp_path: Path) -> None:
+    server = InProcessPuente(gateway(fake_upstream), tmp_path).start()
+    closing = ExitStack()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        closing.enter_context(client)
+        response = client.responses.create(model="fake-model", input="short-lived")
+        with sqlite3.connect(tmp_path / "puente.db") as db:
+            db.execute("UPDATE responses SET expires_at = 0 WHERE id = ?", (response.id,))
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(response.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model="fake-model", input="x", previous_response_id=response.id)
+    finally:
+        closing.close()
+        server.stop()
 
 
-async def test_only_the_key_that_made_it_sees_it(store: Store) -> None:
-    responses = ResponseStore(store, ResponsesConfig())
-    mine, _ = await turn(responses, {"input": "x"}, "alice", "A")
-    anonymous, _ = await turn(responses, {"input": "x"}, None, "A")
-    assert (await responses.get(mine, "alice")).response["output_text"] == "A"
-    for response_id, key in ((mine, "bob"), (mine, None), (anonymous, "alice")):
-        with pytest.raises(NotFound):
-            await responses.get(response_id, key)
-    with pytest.raises(NotFound) as caught:
-        await responses.history(mine, "bob")
-    assert caught.value.param == "previous_response_id"
-    assert caught.value.message == f"Previous response with id '{mine}' not found."
-    with pytest.raises(NotFound):
-        await responses.delete(mine, "bob")
-    assert await responses.get(mine, "alice")
-
-
-async def test_delete_removes_it(store: Store) -> None:
-    responses = ResponseStore(store, ResponsesConfig())
-    response_id, _ = await turn(responses, {"input": "x"}, "alice", "A")
-    await responses.delete(response_id, "alice")
-    with pytest.raises(NotFound):
-        await responses.get(response_id, "alice")
-    with pytest.raises(NotFound):
-        await responses.delete(response_id, "alice")
-
-
-async def test_store_false_and_oversized_responses_keep_nothing(store: Store) -> None:
-    responses = ResponseStore(store, ResponsesConfig(max_bytes=2000))
-    unstored, _ = await turn(responses, {"input": "x", "store": False}, "alice", "A")
-    big, _ = await turn(responses, {"input": "x" * 3000}, "alice", "A")
-    for response_id in (unstored, big):
-        with pytest.raises(NotFound):
-            await responses.get(response_id, "alice")
-
-
-async def test_retention_hides_then_deletes_old_responses(store: Store) -> None:
-    clock = Clock()
-    responses = ResponseStore(store, ResponsesConfig(retention_days=1), clock)
-    converted = convert({"model": "m", "input": "old"})
-    converted.created_at = int(clock.now)
-    await responses.save(converted, to_response(converted, answer("A")), "alice")
-    clock.now += 86400 + 1
-    with pytest.raises(NotFound):
-        await responses.get(converted.response_id, "alice")
-    clock.now += 3600  # the next save prunes
-    await turn(responses, {"input": "new"}, "alice", "B")
-    assert await store.get_response(converted.response_id, "alice") is None
-
-
-async def test_stored_responses_survive_a_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'puente.db'}"
-    first = open_store(url)
-    await first.migrate()
-    response_id, _ = await turn(ResponseStore(first, ResponsesConfig()), {"input": "x"}, "k", "A")
-    await first.aclose()
-    second = open_store(url)
-    await second.migrate()
-    stored = await ResponseStore(second, ResponsesConfig()).get(response_id, "k")
-    assert stored.response["id"] == response_id
-    await second.aclose()
-
-
-def test_input_items_page_in_both_orders() -> None:
-    items = [{"id": f"msg_{i}", "type": "message"} for i in range(5)]
-    page = item_page(items, order="desc", after=None, limit=2)
-    assert [i["id"] for i in page["data"]] == ["msg_4", "msg_3"] and page["has_more"]
-    page = item_page(items, order="asc", after="msg_2", limit=20)
-    assert [i["id"] for i in page["data"]] == ["msg_3", "msg_4"] and not page["has_more"]
-    assert page["first_id"] == "msg_3" and page["last_id"] == "msg_4"
+def test_a_failed_save_still_answers_and_is_counted(
+    fake_upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    server = InProcessPuente(gateway(fake_upstream), tmp_path).start()
+    closing = ExitStack()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        closing.enter_context(client)
+        client.responses.create(model="fake-model", input="first")  # the database is in use
+        with sqlite3.connect(tmp_path / "puente.db") as db:
+            db.execute("DROP TABLE responses")
+        response = client.responses.create(model="fake-model", input="still answered")
+        assert response.output_text == "Hello! You said: still answered"
+        with client.responses.stream(model="fake-model", input="streamed too") as stream:
+            assert stream.get_final_response().output_text == "Hello! You said: streamed too"
+        metrics = server.runtime.metrics.responses_stored
+        assert metrics.labels("failed")._value.get() == 2
+        assert "not stored" in server.logs()
+    finally:
+        closing.close()
+        server.stop()

@@ -14,8 +14,22 @@ from server.errors import ModelNotFound
 from server.lifecycle.runtime import Runtime
 from server.personas.persona import Personas
 from server.pipeline.catalog import Catalog
+from server.providers.base import Provider, TextCompleter
 
 router = APIRouter()
+
+# The front doors every chat model answers (DESIGN.md, "Four front doors").
+CHAT_ENDPOINTS = ["/v1/chat/completions", "/v1/responses", "/v1/messages"]
+
+
+def served_endpoints(config: ModelConfig, provider: Provider) -> list[str]:
+    """The endpoints a model answers: an embedding model ``/v1/embeddings`` only; a chat model
+    the chat front doors, and legacy ``/v1/completions`` where its provider passes it on."""
+    if config.embeds:
+        return ["/v1/embeddings"]
+    if isinstance(provider, TextCompleter):
+        return [*CHAT_ENDPOINTS, "/v1/completions"]
+    return list(CHAT_ENDPOINTS)
 
 
 def model_card(
@@ -49,11 +63,18 @@ def persona_cards(personas: Personas, catalog: Catalog, created: int) -> list[di
 def _cards(runtime: Runtime) -> list[dict[str, Any]]:
     snapshot, created = runtime.pipeline.snapshot, runtime.started_at
     providers = snapshot.catalog.providers
-    return [
-        model_card(m, created, providers[m.name].kind, providers[m.name].engine_state())
-        for m in snapshot.catalog.available()
-        if not m.is_wildcard
-    ] + persona_cards(snapshot.personas, snapshot.catalog, created)
+    cards = []
+    for m in snapshot.catalog.available():
+        if m.is_wildcard:
+            continue
+        provider = providers[m.name]
+        card = model_card(m, created, provider.kind, provider.engine_state())
+        card["endpoints"] = served_endpoints(m, provider)
+        cards.append(card)
+    for card in persona_cards(snapshot.personas, snapshot.catalog, created):
+        card["endpoints"] = list(CHAT_ENDPOINTS)  # personas answer chat only
+        cards.append(card)
+    return cards
 
 
 @router.get("/v1/models")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
 
 import httpx2
 import pydantic
@@ -15,10 +16,13 @@ from google.genai import types
 
 from server.config import ModelConfig
 from server.errors import InvalidRequest
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.cloud import CloudClients
+from server.providers.embeddings import embed_in_batches
+from server.providers.gemini_embeddings import embed_request, to_embedding_list
 from server.providers.gemini_translate import StreamTranslator, build_request, to_completion
 from server.providers.sdk_base import SDKProvider
+from server.providers.tasks import check_task
 from server.providers.vendor_errors import GEMINI
 
 # The SDK puts the model name into the request's URL path: a client's name (``gemini/*``) may
@@ -31,6 +35,10 @@ def check_model_id(name: str) -> str:
     if not _MODEL_ID.match(name) or ".." in name:
         raise InvalidRequest(f"'{name}' is not a valid Gemini model name.", param="model")
     return name
+
+
+# Most inputs one batchEmbedContents request takes.
+EMBEDDING_BATCH = 100
 
 
 class GeminiProvider(SDKProvider):
@@ -62,6 +70,7 @@ class GeminiProvider(SDKProvider):
         )
 
     async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
         model = check_model_id(request.upstream_model)
         contents, config = await build_request(request, self.images)
         response = await self.call(
@@ -72,6 +81,7 @@ class GeminiProvider(SDKProvider):
     def stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "chat")
         check_model_id(request.upstream_model)  # before anything is opened
         return self.open_stream(self._chunks(request))
 
@@ -90,3 +100,23 @@ class GeminiProvider(SDKProvider):
         finally:
             # The SDK's stream is an async generator; closing it closes the HTTP response.
             await stream.aclose()  # type: ignore[attr-defined]
+
+    # -- embeddings (server/providers/base.py); legacy completions are not translated ----------
+    # Gemini has no text-completion API, and a prompt passed off as a chat turn answers
+    # differently from what a completions client expects: without ``complete_text`` the pipeline
+    # answers 400 naming /v1/chat/completions (README "Embeddings and legacy completions").
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        limit = self.config.embedding_batch or EMBEDDING_BATCH
+        return await embed_in_batches(request.upstream_body(), limit, self._embed)
+
+    async def _embed(self, body: JSON) -> JSON:
+        model = check_model_id(body["model"])
+        texts, config = embed_request(body)
+        response = await self.call(
+            self.client.aio.models.embed_content(
+                model=model, contents=cast(Any, texts), config=config
+            )
+        )
+        return to_embedding_list(response, texts, body["model"])

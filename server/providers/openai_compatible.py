@@ -1,5 +1,6 @@
 """Any upstream that speaks OpenAI's Chat Completions over HTTP: vLLM, OpenAI-compatible vendors,
-Ollama, llama.cpp's server.
+Ollama, llama.cpp's server; and, on the same request code (``_post`` with a path), its
+``/embeddings`` and legacy ``/completions``.
 
 Requests go out as the client sent them (model name swapped); answers come back parsed once.
 Stream chunks are relayed as the upstream's bytes, parsed only where someone needs to read them.
@@ -27,11 +28,13 @@ from server.errors import (
     UpstreamTimeout,
 )
 from server.observability.request_context import request_id
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Balancer, Endpoint
-from server.providers.base import Health
+from server.providers.base import ChunkStream, Health
 from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.embeddings import embed_in_batches
 from server.providers.redact import Redactor
+from server.providers.tasks import check_task
 from server.providers.upstream_errors import (
     auth_failed,
     brief,
@@ -155,8 +158,11 @@ class OpenAICompatibleProvider:
         return {**self._headers, "X-Request-Id": rid} if rid else self._headers
 
     @asynccontextmanager
-    async def _post(self, body: JSON) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the least-busy endpoint and yield the response once its headers arrived.
+    async def _post(
+        self, body: JSON, path: str = "/chat/completions"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to ``path`` under the least-busy endpoint and yield the response once its
+        headers arrived.
 
         An endpoint that refuses the connection is marked down and the next one tried: nothing
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
@@ -182,7 +188,7 @@ class OpenAICompatibleProvider:
             with self.balancer.track(endpoint):
                 try:
                     response = await self._session.post(
-                        endpoint.url + "/chat/completions",
+                        endpoint.url + path,
                         data=payload,
                         headers=self._request_headers(),
                         timeout=self._timeout,
@@ -229,8 +235,9 @@ class OpenAICompatibleProvider:
                     response.release()
                 return
 
-    async def complete(self, request: ChatRequest) -> JSON:
-        async with self._post(request.upstream_body()) as response:
+    async def _whole(self, body: JSON, path: str, field: str, what: str) -> JSON:
+        """POST ``body`` and return the JSON object answered, which must have ``field``."""
+        async with self._post(body, path) as response:
             raw = await self._read(response)
         raw = self.redact.raw(raw) if self.redact else raw
         try:
@@ -239,15 +246,48 @@ class OpenAICompatibleProvider:
             raise UpstreamProtocolError(
                 f"Model '{self.config.name}' answered with a body that is not JSON."
             ) from None
-        if not isinstance(data, dict) or "choices" not in data:
+        if not isinstance(data, dict) or field not in data:
             raise UpstreamProtocolError(
-                f"Model '{self.config.name}' answered with something that is not a chat completion."
+                f"Model '{self.config.name}' answered with something that is not {what}."
             )
         check_usage(data.get("usage"), self.config.name)
         return data
 
+    async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
+        return await self._whole(
+            request.upstream_body(), "/chat/completions", "choices", "a chat completion"
+        )
+
+    def stream(self, request: ChatRequest) -> ChunkStream:
+        check_task(self.config, "chat")
+        return self._stream(request, "/chat/completions")
+
+    # -- other abilities: embeddings and legacy completions (server/providers/base.py) ---------
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        body = request.upstream_body()
+
+        async def one(part: JSON) -> JSON:
+            return await self._whole(part, "/embeddings", "data", "a list of embeddings")
+
+        return await embed_in_batches(body, self.config.embedding_batch, one)
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "completions")
+        return await self._whole(
+            request.upstream_body(), "/completions", "choices", "a text completion"
+        )
+
+    def stream_text(self, request: UpstreamRequest) -> ChunkStream:
+        check_task(self.config, "completions")
+        return self._stream(request, "/completions")
+
     @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    async def _stream(
+        self, request: UpstreamRequest, path: str
+    ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
         body = request.upstream_body()
         if not request.include_usage:
             # Ask for usage anyway, to count tokens; the gateway drops that chunk for the client.
@@ -255,7 +295,7 @@ class OpenAICompatibleProvider:
                 **body,
                 "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
             }
-        async with self._post(body) as response:
+        async with self._post(body, path) as response:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 raise UpstreamProtocolError(
                     f"Model '{self.config.name}' did not answer with an event stream."

@@ -27,7 +27,7 @@ from server.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Endpoint
 from server.providers.base import EngineOwner, Health
 from server.providers.openai_compatible import (
@@ -35,6 +35,7 @@ from server.providers.openai_compatible import (
     OpenAICompatibleProvider,
     error_from_status,
 )
+from server.providers.tasks import check_task
 
 # What a client is told to wait while an engine loads or restarts.
 LOADING_RETRY_AFTER = 10.0
@@ -159,7 +160,7 @@ class VLLMProvider(OpenAICompatibleProvider):
             )
 
     @contextmanager
-    def _explained(self, request: ChatRequest) -> Iterator[None]:
+    def _explained(self, request: UpstreamRequest) -> Iterator[None]:
         """vLLM's 400 for tools on an engine without a tool-call parser, made actionable; a
         launched engine that cannot be reached is one that just died and is being restarted
         (the supervisor notices within a moment), so the client is told to come back."""
@@ -191,15 +192,39 @@ class VLLMProvider(OpenAICompatibleProvider):
             ) from None
 
     async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
         self._check_engine()
         with self._explained(request):
             return await super().complete(request)
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "chat")
         self._check_engine()
         with self._explained(request):
             async with super().stream(request) as chunks:
+                yield chunks
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        self._check_engine()
+        with self._explained(request):
+            return await super().embed(request)
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "completions")
+        self._check_engine()
+        with self._explained(request):
+            return await super().complete_text(request)
+
+    @asynccontextmanager
+    async def stream_text(
+        self, request: UpstreamRequest
+    ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "completions")
+        self._check_engine()
+        with self._explained(request):
+            async with super().stream_text(request) as chunks:
                 yield chunks
 
     async def count_tokens(self, request: ChatRequest) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from server.access.keys import ApiKey
 
@@ -68,14 +68,16 @@ class UsageTotal:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """One Responses API response kept for ``previous_response_id`` and ``GET``."""
+    """A Responses API answer kept for ``previous_response_id`` and ``GET /v1/responses/{id}``:
+    ``input`` and ``response`` are JSON text (the conversation's input items, the Response)."""
 
     id: str
     key_name: str | None
     created_at: float
-    previous_response_id: str | None
-    input_items: list[dict[str, Any]]
-    response: dict[str, Any]
+    expires_at: float
+    model: str
+    input: str
+    response: str
 
 
 class Store(Protocol):
@@ -116,16 +118,16 @@ class Store(Protocol):
         """Tokens (prompt + completion) per key name in rows at or after ``ts``."""
         ...
 
-    async def put_response(self, stored: StoredResponse) -> None: ...
+    async def put_response(self, row: StoredResponse) -> None: ...
 
-    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
-        """The response if ``key_name`` made it (None matches only anonymous ones)."""
+    async def get_response(self, response_id: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Whether a row was deleted."""
         ...
 
-    async def delete_response(self, response_id: str, key_name: str | None) -> bool: ...
-
-    async def prune_responses(self, before: float) -> int:
-        """Delete responses created before ``before``; returns how many."""
+    async def prune_responses(self, now: float) -> int:
+        """Delete the responses expired at ``now``; returns how many."""
         ...
 
     async def aclose(self) -> None: ...

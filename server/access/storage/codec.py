@@ -89,17 +89,18 @@ def usage_params(row: UsageRow) -> tuple[Any, ...]:
     )
 
 
-RESPONSE_COLUMNS = "id, key_name, created_at, previous_response_id, input_items, response"
+RESPONSE_COLUMNS = "id, key_name, created_at, expires_at, model, input, response"
 
 
-def response_params(stored: StoredResponse) -> tuple[Any, ...]:
+def response_params(row: StoredResponse) -> tuple[Any, ...]:
     return (
-        stored.id,
-        stored.key_name,
-        stored.created_at,
-        stored.previous_response_id,
-        orjson.dumps(stored.input_items).decode(),
-        orjson.dumps(stored.response).decode(),
+        row.id,
+        row.key_name,
+        row.created_at,
+        row.expires_at,
+        row.model,
+        row.input,
+        row.response,
     )
 
 
@@ -108,7 +109,8 @@ def response_from_row(row: Row) -> StoredResponse:
         id=row["id"],
         key_name=row["key_name"],
         created_at=row["created_at"],
-        previous_response_id=row["previous_response_id"],
-        input_items=orjson.loads(row["input_items"]),
-        response=orjson.loads(row["response"]),
+        expires_at=row["expires_at"],
+        model=row["model"],
+        input=row["input"],
+        response=row["response"],
     )

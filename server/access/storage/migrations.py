@@ -19,18 +19,6 @@ class Migration:
     postgres: tuple[str, ...]
 
 
-# Stored Responses API responses: ``input_items`` is the request's own input (references
-# resolved), ``response`` the Response object; a conversation is the chain of
-# ``previous_response_id``s. ``key_name`` is who may see it (NULL: anonymous, with auth off).
-_RESPONSES = """CREATE TABLE responses (
-    id TEXT PRIMARY KEY,
-    key_name TEXT,
-    created_at {real} NOT NULL,
-    previous_response_id TEXT,
-    input_items TEXT NOT NULL,
-    response TEXT NOT NULL
-)"""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -96,14 +84,30 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "stored responses",
+        "stored responses (POST /v1/responses)",
         sqlite=(
-            _RESPONSES.format(real="REAL"),
-            "CREATE INDEX responses_created ON responses (created_at)",
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                key_name TEXT,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                model TEXT NOT NULL,
+                input TEXT NOT NULL,
+                response TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_expires ON responses (expires_at)",
         ),
         postgres=(
-            _RESPONSES.format(real="DOUBLE PRECISION"),
-            "CREATE INDEX responses_created ON responses (created_at)",
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                key_name TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                model TEXT NOT NULL,
+                input TEXT NOT NULL,
+                response TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_expires ON responses (expires_at)",
         ),
     ),
 )

@@ -183,45 +183,35 @@ class PostgresStore:
 
         return await self._run(select)
 
-    async def put_response(self, stored: StoredResponse) -> None:
-        params = response_params(stored)
-
+    async def put_response(self, row: StoredResponse) -> None:
         async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
             await conn.execute(
-                f"INSERT INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608 (constant columns)
-                " VALUES ($1,$2,$3,$4,$5,$6)",
-                *params,
+                f"INSERT INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608
+                " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (id) DO NOTHING",
+                *response_params(row),
             )
 
         await self._run(insert)
 
-    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+    async def get_response(self, response_id: str) -> StoredResponse | None:
         async def select(conn: asyncpg.pool.PoolConnectionProxy) -> StoredResponse | None:
-            row = await conn.fetchrow(
-                f"SELECT {RESPONSE_COLUMNS} FROM responses"  # noqa: S608
-                " WHERE id = $1 AND key_name IS NOT DISTINCT FROM $2",
-                response_id,
-                key_name,
-            )
+            sql = f"SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = $1"  # noqa: S608
+            row = await conn.fetchrow(sql, response_id)
             return None if row is None else response_from_row(row)
 
         return await self._run(select)
 
-    async def delete_response(self, response_id: str, key_name: str | None) -> bool:
+    async def delete_response(self, response_id: str) -> bool:
         async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
-            status = await conn.execute(
-                "DELETE FROM responses WHERE id = $1 AND key_name IS NOT DISTINCT FROM $2",
-                response_id,
-                key_name,
-            )
-            return bool(status != "DELETE 0")
+            status = await conn.execute("DELETE FROM responses WHERE id = $1", response_id)
+            return str(status) != "DELETE 0"
 
         return await self._run(delete)
 
-    async def prune_responses(self, before: float) -> int:
+    async def prune_responses(self, now: float) -> int:
         async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> int:
-            status = await conn.execute("DELETE FROM responses WHERE created_at < $1", before)
-            return int(status.split()[-1])
+            status = await conn.execute("DELETE FROM responses WHERE expires_at <= $1", now)
+            return int(str(status).split()[-1])
 
         return await self._run(delete)
 

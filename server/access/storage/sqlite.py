@@ -215,40 +215,33 @@ class SQLiteStore:
 
         return await self._reader.run(select)
 
-    async def put_response(self, stored: StoredResponse) -> None:
-        params = response_params(stored)
-
+    async def put_response(self, row: StoredResponse) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO responses ({RESPONSE_COLUMNS}) VALUES (?,?,?,?,?,?)",  # noqa: S608
-                params,
+                f"INSERT OR REPLACE INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608
+                " VALUES (?,?,?,?,?,?,?)",
+                response_params(row),
             )
 
         await self._writer.run(insert)
 
-    async def get_response(self, response_id: str, key_name: str | None) -> StoredResponse | None:
+    async def get_response(self, response_id: str) -> StoredResponse | None:
         def select(conn: sqlite3.Connection) -> StoredResponse | None:
-            row = conn.execute(
-                f"SELECT {RESPONSE_COLUMNS} FROM responses"  # noqa: S608
-                " WHERE id = ? AND key_name IS ?",
-                (response_id, key_name),
-            ).fetchone()
+            sql = f"SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = ?"  # noqa: S608
+            row = conn.execute(sql, (response_id,)).fetchone()
             return None if row is None else response_from_row(row)
 
         return await self._reader.run(select)
 
-    async def delete_response(self, response_id: str, key_name: str | None) -> bool:
+    async def delete_response(self, response_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "DELETE FROM responses WHERE id = ? AND key_name IS ?", (response_id, key_name)
-            )
-            return cursor.rowcount > 0
+            return conn.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
         return await self._writer.run(delete)
 
-    async def prune_responses(self, before: float) -> int:
+    async def prune_responses(self, now: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM responses WHERE created_at < ?", (before,)).rowcount
+            return conn.execute("DELETE FROM responses WHERE expires_at <= ?", (now,)).rowcount
 
         return await self._writer.run(delete)
 

@@ -1,302 +1,287 @@
-"""A Responses API request → the pipeline's neutral request (an OpenAI Chat Completions body).
+"""A Responses request → an OpenAI Chat Completions body (the pipeline's neutral request).
 
-What maps where:
+``input`` is first made a list of items, each with an id (``normalize_input``): that list is what
+a stored response keeps and what ``previous_response_id`` prepends. Items then become chat
+messages (``to_messages``):
 
-    input (string | items)      messages (after any stored history and ``instructions``)
-      message                   a message of that role; ``developer`` becomes ``system``
-        input_text/output_text  text parts (joined into a string for non-user roles)
-        input_image             an ``image_url`` part
-      function_call             an assistant message's ``tool_calls`` (consecutive calls merge)
-      function_call_output      a ``tool`` message
-      reasoning                 dropped: chat has no place for it, and it is never refused
-      item_reference            the referenced stored item, in its place
-    instructions                a system message first (not carried to the next turn, as OpenAI)
-    tools (type function)       chat tools; other types are skipped and reported
-    tool_choice                 the chat form; a choice naming a skipped tool becomes ``auto``
-    max_output_tokens           max_completion_tokens
-    text.format                 response_format
-    reasoning.effort            reasoning_effort (Anthropic and Gemini translations drop it)
-    everything else unknown     copied into the chat body unchanged (vendor extras)
+- ``message`` (roles user, assistant, system, developer; parts ``input_text``, ``output_text``,
+  ``refusal``, ``input_image``) → a chat message; ``instructions`` → a leading system message;
+- ``function_call`` → an assistant message's ``tool_calls`` (consecutive calls, one message);
+- ``function_call_output`` → a ``tool`` message;
+- ``reasoning`` and the items of tools Puente cannot run → dropped (never refused);
+- ``item_reference`` → the item with that id among the conversation's earlier items.
 
-Responses-only fields (``store``, ``metadata``, ``previous_response_id``, ``include``,
-``truncation``, ``background`` …) are read here and never sent upstream.
+Function tools become chat tools; the tool types Puente cannot run (web search, file search,
+image generation, shells, MCP, namespaces, custom tools …) are skipped and named, so the route
+can log them and say so in ``x-puente-skipped-tools``. Settings with a chat equivalent are
+translated; Responses-only fields are dropped; unknown fields are passed on, as the chat door
+does, because clients send vendor extras.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from server.errors import InvalidRequest, NotFound
-
-JSON = dict[str, Any]
+from server.pipeline.request import JSON
 
 log = logging.getLogger("puente.responses")
 
-# Read here and not forwarded: they describe the response, not the generation.
-_RESPONSES_ONLY = frozenset(
+# Fields this module translates (or keeps for the echo), never passed on as they are.
+_HANDLED = frozenset(
     {
+        "model",
         "input",
         "instructions",
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "stream",
         "max_output_tokens",
+        "temperature",
+        "top_p",
         "text",
         "reasoning",
+        "user",
         "metadata",
         "store",
         "previous_response_id",
         "include",
         "truncation",
+        "prompt_cache_key",
+    }
+)
+
+# Responses-only fields with no chat equivalent: an upstream chat server would refuse them.
+_DROPPED = frozenset(
+    {
         "background",
         "conversation",
-        "prompt",
-        "stream",
-        "stream_options",
+        "context_management",
         "max_tool_calls",
+        "prompt",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "service_tier",
+        "stream_options",
         "top_logprobs",
     }
 )
 
-_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_SETTINGS = ("temperature", "top_p")
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
-@dataclass(slots=True)
-class Converted:
-    """What the route needs from a parsed request."""
+@dataclass(frozen=True, slots=True)
+class Translated:
+    """A request's chat body, and what the answer and the store need from the request."""
 
     chat: JSON
-    """The OpenAI chat request body for the pipeline."""
-    response_id: str
-    created_at: int
-    model: str
-    stream: bool
-    store: bool
-    previous_response_id: str | None
-    input_items: list[JSON]
-    """This request's input as items (a string input becomes one user message), for the store."""
-    echo: JSON
-    """The request's settings as the Response object repeats them."""
-    skipped_tools: list[str] = field(default_factory=list)
+    items: list[JSON]
+    """This request's input items, normalised and with ids (what ``input_items`` lists)."""
+    skipped_tools: list[str]
+    function_tools: list[JSON]
+    """The function tools, in the Responses shape (echoed in the Response object)."""
 
 
-def _param_error(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid value for '{param}': {message}", param=param, code="invalid_value"
+def _text_of(parts: Any, where: str) -> str:
+    """The text of a content given as a string or a list of text parts."""
+    if isinstance(parts, str):
+        return parts
+    if not isinstance(parts, list):
+        raise InvalidRequest(f"'{where}' must be a string or a list of parts.", param=where)
+    texts = []
+    for part in parts:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, dict) and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+    return "".join(texts)
+
+
+def _chat_part(part: Any, where: str) -> JSON:
+    if not isinstance(part, dict):
+        raise InvalidRequest(f"'{where}' must be an object.", param=where)
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text"):
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequest(f"'{where}.text' must be a string.", param=f"{where}.text")
+        return {"type": "text", "text": text}
+    if kind == "refusal":
+        return {"type": "text", "text": str(part.get("refusal", ""))}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str):
+            raise InvalidRequest(
+                f"'{where}.image_url' is required: Puente has no file store for 'file_id'.",
+                param=f"{where}.image_url",
+            )
+        image: JSON = {"url": url}
+        if part.get("detail") in ("low", "high", "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    raise InvalidRequest(
+        f"'{where}.type' {kind!r} is not supported: use input_text, output_text or input_image.",
+        param=f"{where}.type",
     )
 
 
-def _text(content: Any, param: str) -> str:
-    """Text of a string or a list of text parts."""
+def _message(item: JSON, where: str) -> JSON:
+    role = item.get("role")
+    if role not in ("user", "assistant", "system", "developer"):
+        raise InvalidRequest(
+            f"'{where}.role' must be one of user, assistant, system, developer.",
+            param=f"{where}.role",
+        )
+    content = item.get("content")
+    if role != "user":
+        # Chat servers take only text from these roles.
+        return {"role": role, "content": _text_of(content, f"{where}.content")}
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict):
-                raise _param_error(f"{param}[{i}]", "expected an object.")
-            if part.get("type") in _TEXT_PARTS:
-                texts.append(str(part.get("text", "")))
-            elif part.get("type") == "refusal":
-                texts.append(str(part.get("refusal", "")))
-        return "".join(texts)
-    raise _param_error(param, "expected a string or a list of content parts.")
-
-
-def _user_parts(content: Any, param: str) -> str | list[JSON]:
-    if isinstance(content, str):
-        return content
+        return {"role": role, "content": content}
     if not isinstance(content, list):
-        raise _param_error(param, "expected a string or a list of content parts.")
-    parts: list[JSON] = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in _TEXT_PARTS:
-            parts.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "input_image":
-            url = part.get("image_url")
-            if not isinstance(url, str):
-                raise InvalidRequest(
-                    f"'{where}': only images given by 'image_url' (a URL or a data: URL) are"
-                    " supported; 'file_id' needs OpenAI's file store.",
-                    param=f"{where}.image_url",
-                    code="unsupported_value",
+        raise InvalidRequest(
+            f"'{where}.content' must be a string or a list of parts.", param=f"{where}.content"
+        )
+    parts = [_chat_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return {"role": role, "content": parts[0]["text"]}  # what every chat server reads
+    return {"role": role, "content": parts}
+
+
+def _output_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return _text_of(value, "output")
+    raise InvalidRequest("'function_call_output.output' must be a string.", param="output")
+
+
+def normalize_input(value: Any) -> list[JSON]:
+    """``input`` as a list of items, each with an id (kept as given where it had one)."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise InvalidRequest("'input' must be a string or a list of items.", param="input")
+    items = []
+    for i, given in enumerate(value):
+        if not isinstance(given, dict):
+            raise InvalidRequest(f"'input[{i}]' must be an object.", param=f"input[{i}]")
+        item = dict(given)
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": part, "text": content}]
+            item.setdefault("id", new_id("msg"))
+            item.setdefault("status", "completed")
+        elif kind == "function_call":
+            item.setdefault("id", new_id("fc"))
+        elif kind == "function_call_output":
+            item.setdefault("id", new_id("fco"))
+        items.append(item)
+    return items
+
+
+def to_messages(items: list[JSON], known: dict[str, JSON]) -> list[JSON]:
+    """Chat messages for ``items``; ``known`` resolves ``item_reference`` ids."""
+    messages: list[JSON] = []
+    for i, given in enumerate(items):
+        where = f"input[{i}]"
+        item = given
+        if given.get("type") == "item_reference":
+            ref = given.get("id")
+            if not isinstance(ref, str) or ref not in known:
+                raise NotFound(
+                    f"Item with id '{ref}' not found.", param=f"{where}.id", code="not_found"
                 )
-            image: JSON = {"url": url}
-            if part.get("detail"):
-                image["detail"] = part["detail"]
-            parts.append({"type": "image_url", "image_url": image})
-        else:
-            raise InvalidRequest(
-                f"'{where}': content part type {kind!r} is not supported; use input_text or"
-                " input_image.",
-                param=f"{where}.type",
-                code="unsupported_value",
-            )
-    if all(part["type"] == "text" for part in parts):
-        # Text alone goes as a string: every chat template reads that, not all read parts.
-        return "\n".join(part["text"] for part in parts)
-    return parts
-
-
-class _Messages:
-    """Builds chat messages from items, merging consecutive function calls into one turn."""
-
-    def __init__(self) -> None:
-        self.messages: list[JSON] = []
-
-    def add(self, item: JSON, param: str) -> None:
+            item = known[ref]
         kind = item.get("type", "message")
         if kind == "message":
-            self._message(item, param)
+            messages.append(_message(item, where))
         elif kind == "function_call":
-            self._call(item, param)
+            call = {
+                "id": item.get("call_id") or item.get("id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            elif last is not None and last["role"] == "assistant":
+                last["tool_calls"] = [call]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            call_id = item.get("call_id")
-            if not isinstance(call_id, str):
-                raise _param_error(f"{param}.call_id", "expected a string.")
-            output = item.get("output", "")
-            content = output if isinstance(output, str) else _text(output, f"{param}.output")
-            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        elif kind == "reasoning":
-            return  # chat has no field for earlier reasoning; dropping it loses no instruction
-        else:
-            # Items of tools Puente cannot run (web_search_call, local_shell_call …) can only
-            # come from another server's history; they carry nothing a chat model can read.
-            log.info("responses: input item type %r skipped", kind)
-
-    def _message(self, item: JSON, param: str) -> None:
-        role = item.get("role")
-        role = _ROLES.get(role) if isinstance(role, str) else None
-        if role is None:
-            raise _param_error(
-                f"{param}.role", "expected one of 'user', 'assistant', 'system', 'developer'."
-            )
-        content = item.get("content")
-        if role == "user":
-            self.messages.append(
-                {"role": "user", "content": _user_parts(content, f"{param}.content")}
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": _output_text(item.get("output", "")),
+                }
             )
         else:
-            self.messages.append({"role": role, "content": _text(content, f"{param}.content")})
-
-    def _call(self, item: JSON, param: str) -> None:
-        for name in ("call_id", "name", "arguments"):
-            if not isinstance(item.get(name), str):
-                raise _param_error(f"{param}.{name}", "expected a string.")
-        call = {
-            "id": item["call_id"],
-            "type": "function",
-            "function": {"name": item["name"], "arguments": item["arguments"]},
-        }
-        last = self.messages[-1] if self.messages else None
-        if last is not None and last["role"] == "assistant" and "tool_calls" in last:
-            last["tool_calls"].append(call)
-        elif last is not None and last["role"] == "assistant" and isinstance(last["content"], str):
-            last["tool_calls"] = [call]  # the text the model said before calling
-        else:
-            self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            # reasoning, and the calls of tools Puente did not run: nothing a chat model can read.
+            log.debug("responses: dropped a %r input item", kind)
+    return messages
 
 
-def input_items(value: Any) -> list[JSON]:
-    """``input`` as a list of items (a string is one user message)."""
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": value}]
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                raise _param_error(f"input[{i}]", "expected an object.")
-            if not isinstance(item.get("type", "message"), str):
-                raise _param_error(f"input[{i}].type", "expected a string.")
-        return list(value)
-    if value is None:
-        return []
-    raise _param_error("input", "expected a string or a list of items.")
-
-
-def resolve_references(items: Sequence[JSON], lookup: Callable[[str], JSON | None]) -> list[JSON]:
-    """Each ``item_reference`` replaced by the item it names (``lookup`` searches the store)."""
-    out = []
-    for i, item in enumerate(items):
-        if item.get("type") != "item_reference":
-            out.append(item)
-            continue
-        ref = item.get("id")
-        found = lookup(ref) if isinstance(ref, str) else None
-        if found is None:
-            raise NotFound(f"Item with id '{ref}' not found.", param=f"input[{i}].id")
-        out.append(found)
-    return out
-
-
-def convert_tools(tools: Any) -> tuple[list[JSON], list[JSON], list[str]]:
-    """(chat tools, the Responses tools kept, the types skipped)."""
+def _tools(tools: Any) -> tuple[list[JSON], list[JSON], list[str]]:
+    """(chat tools, Responses function tools, names of the skipped tool types)."""
     if tools is None:
         return [], [], []
     if not isinstance(tools, list):
-        raise _param_error("tools", "expected a list.")
-    chat, kept, skipped = [], [], []
+        raise InvalidRequest("'tools' must be a list.", param="tools")
+    chat, functions, skipped = [], [], []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise _param_error(f"tools[{i}]", "expected an object.")
-        kind = str(tool.get("type"))
-        if kind != "function":
-            skipped.append(kind)
+            raise InvalidRequest(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
+        if tool.get("type") != "function":
+            skipped.append(str(tool.get("name") or tool.get("type")))
             continue
-        if not isinstance(tool.get("name"), str):
-            raise _param_error(f"tools[{i}].name", "expected a string.")
-        function: JSON = {"name": tool["name"]}
-        for name in ("description", "parameters", "strict"):
-            if tool.get(name) is not None:
-                function[name] = tool[name]
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
+        function: JSON = {"name": name}
+        for field in ("description", "parameters", "strict"):
+            if tool.get(field) is not None:
+                function[field] = tool[field]
         chat.append({"type": "function", "function": function})
-        kept.append(
+        functions.append(
             {
                 "type": "function",
-                "name": tool["name"],
+                "name": name,
                 "description": tool.get("description"),
                 "parameters": tool.get("parameters"),
                 "strict": tool.get("strict"),
             }
         )
-    if skipped:
-        log.info("responses: tool types Puente cannot run were skipped: %s", ", ".join(skipped))
-    return chat, kept, skipped
+    return chat, functions, skipped
 
 
-def convert_tool_choice(choice: Any, function_names: set[str]) -> str | JSON | None:
-    if choice is None or isinstance(choice, str):
+def _tool_choice(choice: Any) -> Any:
+    if choice is None or choice in ("auto", "none", "required"):
         return choice
-    if not isinstance(choice, dict):
-        raise _param_error("tool_choice", "expected a string or an object.")
-    kind = choice.get("type")
-    if kind == "function":
-        name = choice.get("name")
-        if not isinstance(name, str) or name not in function_names:
-            raise _param_error("tool_choice.name", "no function tool has that name.")
+    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
         return {"type": "function", "function": {"name": choice["name"]}}
-    if kind == "allowed_tools":
-        mode = choice.get("mode", "auto")
-        return mode if isinstance(mode, str) else "auto"
-    return "auto"  # a hosted tool (web_search …) that was skipped
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return "required" if choice.get("mode") == "required" else "auto"
+    return "auto"  # a hosted tool's choice: the tool itself was skipped
 
 
-def convert_text_format(text: Any) -> JSON | None:
+def _response_format(text: Any) -> JSON | None:
     if text is None:
         return None
     if not isinstance(text, dict):
-        raise _param_error("text", "expected an object.")
+        raise InvalidRequest("'text' must be an object.", param="text")
     fmt = text.get("format")
     if fmt is None:
         return None
@@ -306,114 +291,78 @@ def convert_text_format(text: Any) -> JSON | None:
     if kind == "json_object":
         return {"type": "json_object"}
     if kind == "json_schema":
+        assert isinstance(fmt, dict)
         if not isinstance(fmt.get("schema"), dict):
-            raise _param_error("text.format.schema", "expected a JSON schema object.")
+            raise InvalidRequest(
+                "'text.format.schema' is required for json_schema.", param="text.format.schema"
+            )
         schema: JSON = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
-        for name in ("description", "strict"):
-            if fmt.get(name) is not None:
-                schema[name] = fmt[name]
+        for field in ("strict", "description"):
+            if fmt.get(field) is not None:
+                schema[field] = fmt[field]
         return {"type": "json_schema", "json_schema": schema}
-    raise _param_error("text.format.type", "expected 'text', 'json_object' or 'json_schema'.")
+    raise InvalidRequest(
+        "'text.format.type' must be one of text, json_object, json_schema.",
+        param="text.format.type",
+    )
 
 
-def _echo(body: JSON, kept_tools: list[JSON], tool_choice: Any) -> JSON:
-    reasoning = body.get("reasoning") or {}
-    return {
-        "instructions": body.get("instructions"),
-        "tools": kept_tools,
-        "tool_choice": tool_choice if tool_choice is not None else "auto",
-        "temperature": body.get("temperature", 1.0),
-        "top_p": body.get("top_p", 1.0),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "text": body.get("text") or {"format": {"type": "text"}},
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "metadata": body.get("metadata") or {},
-        "store": body.get("store", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "truncation": body.get("truncation") or "disabled",
-        "user": body.get("user"),
-        "prompt_cache_key": body.get("prompt_cache_key"),
-        "background": False,
-    }
-
-
-def _check(body: JSON) -> None:
+def translate(body: JSON, history: list[JSON]) -> Translated:
+    """``body`` (a Responses request) as a chat body, after the conversation's ``history``
+    (the items and outputs of the responses before it, when it continues one)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest(
             "'model' is a required property", param="model", code="missing_required_parameter"
         )
-    for name in ("stream", "store", "parallel_tool_calls"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            raise _param_error(name, "expected a boolean.")
-    for name in ("instructions", "previous_response_id", "user"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise _param_error(name, "expected a string.")
-    mot = body.get("max_output_tokens")
-    if mot is not None and (not isinstance(mot, int) or isinstance(mot, bool) or mot < 1):
-        raise _param_error("max_output_tokens", "expected an integer of at least 1.")
-    for name in ("metadata", "reasoning"):
-        if body.get(name) is not None and not isinstance(body[name], dict):
-            raise _param_error(name, "expected an object.")
-
-
-def convert(
-    body: JSON, history: Sequence[JSON] = (), references: Mapping[str, JSON] | None = None
-) -> Converted:
-    """The chat request for a Responses request. ``history`` is the earlier conversation's items
-    (from ``previous_response_id``), ``references`` items an ``item_reference`` may name."""
-    _check(body)
-    items = input_items(body.get("input"))
-    refs = references or {}
-    resolved = resolve_references(items, refs.get)
-    chat_tools, kept_tools, skipped = convert_tools(body.get("tools"))
-
-    messages = _Messages()
-    if body.get("instructions"):
-        messages.messages.append({"role": "system", "content": body["instructions"]})
-    for i, item in enumerate(history):
-        messages.add(item, f"previous_response_id[{i}]")
-    for i, item in enumerate(resolved):
-        messages.add(item, f"input[{i}]")
-    if not messages.messages:
+    if "input" not in body:
         raise InvalidRequest(
             "'input' is a required property", param="input", code="missing_required_parameter"
         )
+    items = normalize_input(body["input"])
+    known = {
+        item["id"]: item
+        for item in [*history, *items]
+        if isinstance(item.get("id"), str) and item.get("type") != "item_reference"
+    }
+    messages = to_messages(history, known) + to_messages(items, known)
+    instructions = body.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise InvalidRequest("'instructions' must be a string.", param="instructions")
+        messages.insert(0, {"role": "system", "content": instructions})
+    if not messages:
+        raise InvalidRequest("'input' has no message a model can read.", param="input")
 
-    chat: JSON = {k: v for k, v in body.items() if k not in _RESPONSES_ONLY}
-    chat["messages"] = messages.messages
-    stream = bool(body.get("stream"))
-    if stream:
+    chat: JSON = {k: v for k, v in body.items() if k not in _HANDLED and k not in _DROPPED}
+    chat["model"] = model
+    chat["messages"] = messages
+    if body.get("stream"):
         chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}  # response.completed carries usage
-    if body.get("max_output_tokens") is not None:
-        chat["max_completion_tokens"] = body["max_output_tokens"]
-    tool_choice = body.get("tool_choice")
-    if chat_tools:
-        chat["tools"] = chat_tools
-        names = {t["function"]["name"] for t in chat_tools}
-        choice = convert_tool_choice(tool_choice, names)
-        if choice is not None:
+    tools, functions, skipped = _tools(body.get("tools"))
+    if tools:
+        chat["tools"] = tools
+        if (choice := _tool_choice(body.get("tool_choice"))) is not None:
             chat["tool_choice"] = choice
-        if body.get("parallel_tool_calls") is not None:
+        if isinstance(body.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    response_format = convert_text_format(body.get("text"))
-    if response_format is not None:
-        chat["response_format"] = response_format
-    effort = (body.get("reasoning") or {}).get("effort")
-    if isinstance(effort, str):
-        chat["reasoning_effort"] = effort
-
-    return Converted(
-        chat=chat,
-        response_id=new_id("resp"),
-        created_at=int(time.time()),
-        model=body["model"],
-        stream=stream,
-        store=body.get("store", True) is not False,
-        previous_response_id=body.get("previous_response_id"),
-        input_items=resolved,
-        echo=_echo(body, kept_tools, tool_choice),
-        skipped_tools=skipped,
-    )
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidRequest(
+                "'max_output_tokens' must be a positive integer.",
+                param="max_output_tokens",
+                code="invalid_value",
+            )
+        chat["max_completion_tokens"] = limit
+    for name in _SETTINGS:
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if (fmt := _response_format(body.get("text"))) is not None:
+        chat["response_format"] = fmt
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort"):
+        chat["reasoning_effort"] = reasoning["effort"]
+    if isinstance(body.get("user"), str):
+        chat["user"] = body["user"]
+    return Translated(chat, items, skipped, functions)

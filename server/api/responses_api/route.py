@@ -1,160 +1,251 @@
-"""``/v1/responses``: the Responses API as a front door on the shared pipeline, and its stored
-responses (``GET`` / ``DELETE /v1/responses/{id}``, ``GET …/input_items``).
+"""``POST /v1/responses`` and the stored responses (``GET`` / ``DELETE /v1/responses/{id}``,
+``GET /v1/responses/{id}/input_items``, ``POST /v1/responses/{id}/cancel``), and
+``POST /v1/responses/input_tokens`` (exact on models that can count, else an estimate).
 
-Every model is served the same way, OpenAI's own included: the request becomes a chat request,
-so personas, the farewell, keys and limits, retries, fallbacks, metrics and usage all apply as
-for ``/v1/chat/completions`` (no native forwarding to OpenAI's Responses API).
-
-Tools Puente cannot run are skipped, logged, and named in the ``x-puente-skipped-tools`` header
-(comma-separated types): the Response object's ``metadata`` belongs to the client.
+The door translates (``request``, ``answer``, ``stream``); the shared driver
+(``server/api/front_door.py``) does everything else, as for every front door. Every model is
+translated onto the chat path, OpenAI's own included: forwarding Responses natively would skip
+the persona, the farewell and the usage the chat path gives, and tie stored responses to a
+vendor's store.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from server.api.deps import PrincipalDep
+from server.access.auth import Access
+from server.api.deps import authenticate, runtime_of
 from server.api.front_door import Call, Parsed, serve
-from server.api.responses_api.answer import to_response
-from server.api.responses_api.request import JSON, Converted, convert
-from server.api.responses_api.stored import ResponseStore, item_page
-from server.api.responses_api.stream import ResponseEvents, encode
-from server.api.sse import SSEResponse
-from server.api.wire import JSONResponse, error_response
-from server.errors import InvalidRequest, PuenteError
+from server.api.messages.tokens import estimate
+from server.api.responses_api.answer import Echo, to_response
+from server.api.responses_api.request import translate
+from server.api.responses_api.store import ANY_KEY, Owner, ResponseStore
+from server.api.responses_api.stream import Encoder, events
+from server.api.sse import SSEResponse, event_frame
+from server.api.wire import JSONResponse, error_response, model_header
+from server.errors import InvalidRequest, ModelNotFound, PuenteError
+from server.lifecycle.runtime import Runtime
 from server.pipeline.pipeline import Answer, AnswerStream
-from server.pipeline.request import ChatRequest, load_object
+from server.pipeline.request import JSON, ChatRequest, load_object
+from server.providers.base import TokenCounter
+
+log = logging.getLogger("puente.responses")
 
 router = APIRouter()
 
 SKIPPED_HEADER = "x-puente-skipped-tools"
-_KEPT = frozenset({"response.completed", "response.incomplete"})
+
+# The tool types the request being parsed skipped, for the route to put in a header.
+_skipped: ContextVar[list[str] | None] = ContextVar("responses_skipped_tools", default=None)
+
+_stores: weakref.WeakKeyDictionary[Access, ResponseStore] = weakref.WeakKeyDictionary()
 
 
-def store_of(request: Request) -> ResponseStore:
-    """The app's one ``ResponseStore`` (it remembers when it last pruned), made on first use."""
-    state = request.app.state
-    stored: ResponseStore | None = getattr(state, "responses_store", None)
-    if stored is None:
-        runtime = state.runtime
-        stored = ResponseStore(runtime.access.store, runtime.settings.config.responses)
-        state.responses_store = stored
-    return stored
+def responses_of(runtime: Runtime) -> ResponseStore:
+    """The app's stored responses (one per app: it remembers when it last pruned)."""
+    store = _stores.get(runtime.access)
+    if store is None:
+        store = _stores[runtime.access] = ResponseStore(runtime)
+    return store
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    echo: Echo
+    items: list[JSON]
+    """The conversation's input items: the continued responses' items, then this request's."""
+    key_name: str | None
+    store: ResponseStore | None
+    """Where the answer is kept; None for ``store: false``."""
+
+    async def save(self, response: JSON) -> None:
+        if self.store is not None:
+            await self.store.save(self.key_name, self.items, response)
 
 
 class ResponsesDoor:
-    """One request's door: it keeps the event sequence, so that an error after the stream began
-    still ends it as ``response.failed`` with the right id and sequence number."""
-
     api = "responses"
 
-    def __init__(self, store: ResponseStore) -> None:
-        self.store = store
-        self.converted: Converted | None = None
-        self.events: ResponseEvents | None = None
-        self.key_name: str | None = None
-
-    async def parse(self, raw: bytes, call: Call) -> Parsed[Converted]:
+    async def parse(self, raw: bytes, call: Call) -> Parsed[State]:
         body = load_object(raw)
-        self.key_name = call.principal.name
+        store = responses_of(call.runtime)
+        key_name = call.principal.name
         history: list[JSON] = []
         previous = body.get("previous_response_id")
-        if isinstance(previous, str):
-            history = await self.store.history(previous, self.key_name)
-        references = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
-        converted = convert(body, history=history, references=references)
-        self.converted = converted
-        return Parsed(ChatRequest.from_body(converted.chat), converted)
+        if previous is not None:
+            if not isinstance(previous, str):
+                raise InvalidRequest(
+                    "'previous_response_id' must be a string.", param="previous_response_id"
+                )
+            history = (await store.load(previous, key_name, "previous_response_id")).items
+        translated = translate(body, history)
+        if translated.skipped_tools:
+            log.info("responses: skipped tools Puente cannot run: %s", translated.skipped_tools)
+            _skipped.set(translated.skipped_tools)
+        request = ChatRequest.from_body(translated.chat)
+        keep = body.get("store", True) is not False
+        state = State(
+            Echo(body, translated.function_tools),
+            [*history, *translated.items],
+            key_name,
+            store if keep else None,
+        )
+        return Parsed(request, state)
 
-    async def render(self, parsed: Parsed[Converted], answer: Answer) -> JSON:
-        response = to_response(parsed.state, answer.data)
-        await self.store.save(parsed.state, response, self.key_name)
+    async def render(self, parsed: Parsed[State], answer: Answer) -> JSON:
+        state = parsed.state
+        response = to_response(answer.data, state.echo, answer.model)
+        await state.save(response)
         return response
 
-    async def frames(self, parsed: Parsed[Converted], stream: AnswerStream) -> AsyncIterator[bytes]:
-        events = ResponseEvents(parsed.state)
-        self.events = events
-
-        async def chunks() -> AsyncIterator[JSON]:
-            try:
-                async for chunk in stream:
-                    yield chunk.data
-            except PuenteError as error:
-                stream.fail(error)  # the request is counted as failed; the events say so
-                raise
-
-        async for event in events.events(chunks()):
-            if event["type"] in _KEPT:
-                # Stored before the client reads the end, so a next request that names this
-                # one as ``previous_response_id`` as soon as it arrives finds it.
-                await self.store.save(parsed.state, event["response"], self.key_name)
-            yield encode(event)
+    def frames(self, parsed: Parsed[State], stream: AnswerStream) -> AsyncIterator[bytes]:
+        state = parsed.state
+        encoder = Encoder(state.echo, stream.model)
+        return events(aiter(stream), encoder, on_fail=stream.fail, on_done=state.save)
 
     def error_response(self, error: PuenteError) -> Response:
         return error_response(error)
 
     def stream_error(self, error: PuenteError) -> bytes:
-        """A failure outside the events' own handling (a drain cut-off at shutdown)."""
-        if self.events is None:
-            assert self.converted is not None
-            self.events = ResponseEvents(self.converted)
-        return encode(self.events.failed(error))
+        # Only for a failure outside the events (a drain cut-off): the SDKs raise on ``error``.
+        payload = {
+            "type": "error",
+            "code": error.code or error.error_type,
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": 0,
+        }
+        return event_frame("error", orjson.dumps(payload))
 
 
-def _with_skipped(response: Response, converted: Converted | None) -> Response:
-    if converted is None or not converted.skipped_tools:
-        return response
-    value = ",".join(converted.skipped_tools)
-    if isinstance(response, SSEResponse):
-        response.extra_headers = {**response.extra_headers, SKIPPED_HEADER: value}
-    else:
-        response.headers[SKIPPED_HEADER] = value
-    return response
+DOOR = ResponsesDoor()
 
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(request: Request) -> Response:
-    door = ResponsesDoor(store_of(request))
-    response = await serve(request, door)
-    return _with_skipped(response, door.converted)
+    _skipped.set(None)
+    response = await serve(request, DOOR)
+    if skipped := _skipped.get():
+        # Names come from the client: anything outside printable ASCII is percent-encoded.
+        value = ", ".join(model_header(name) for name in skipped)
+        if isinstance(response, SSEResponse):
+            response.extra_headers = {**response.extra_headers, SKIPPED_HEADER: value}
+        else:
+            response.headers[SKIPPED_HEADER] = value
+    return response
+
+
+@router.post("/v1/responses/input_tokens", response_model=None)
+async def count_input_tokens(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        principal = await authenticate(request)
+        body = load_object(await request.body())
+        model = body.get("model")
+        if isinstance(model, str) and not principal.may_use(model):
+            raise ModelNotFound.named(model)
+        history: list[JSON] = []
+        if isinstance(previous := body.get("previous_response_id"), str):
+            store = responses_of(runtime)
+            history = (await store.load(previous, principal.name, "previous_response_id")).items
+        chat = ChatRequest.from_body(translate({**body, "stream": False}, history).chat)
+        snapshot = runtime.pipeline.snapshot
+        persona = snapshot.personas.get(chat.model)
+        route = snapshot.catalog.resolve(persona.model if persona else chat.model)
+        if persona is not None:
+            chat = persona.apply(chat)  # its system prompt is input too
+    except PuenteError as error:
+        return error_response(error)
+    count, how = estimate(chat.body), "estimate"
+    if isinstance(route.provider, TokenCounter):
+        try:
+            count = await route.provider.count_tokens(chat.for_attempt(route.upstream_model))
+            how = "exact"
+        except PuenteError as error:
+            log.info("exact count failed, estimated instead: %s", error.message)
+    return JSONResponse(
+        {"object": "response.input_tokens", "input_tokens": count},
+        headers={"x-puente-token-count": how},
+    )
+
+
+async def _owner(request: Request) -> tuple[ResponseStore, Owner]:
+    """The stored responses and whose the caller may see: its key's, or all for the admin."""
+    runtime = runtime_of(request)
+    if runtime.access.is_admin(request.headers):
+        return responses_of(runtime), ANY_KEY
+    principal = await authenticate(request)
+    return responses_of(runtime), principal.name
 
 
 @router.get("/v1/responses/{response_id}", response_model=None)
-async def get_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
-    stored = await store_of(request).get(response_id, principal.name)
-    return JSONResponse(stored.response)
-
-
-@router.get("/v1/responses/{response_id}/input_items", response_model=None)
-async def list_input_items(
-    response_id: str,
-    request: Request,
-    principal: PrincipalDep,
-    *,
-    order: Annotated[str, Query()] = "desc",
-    after: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query()] = 20,
-) -> Response:
-    stored = await store_of(request).get(response_id, principal.name)
-    return JSONResponse(item_page(stored.input_items, order=order, after=after, limit=limit))
+async def get_response(request: Request, response_id: str) -> Response:
+    try:
+        store, owner = await _owner(request)
+        conversation = await store.load(response_id, owner)
+    except PuenteError as error:
+        return error_response(error)
+    return JSONResponse(conversation.response)
 
 
 @router.delete("/v1/responses/{response_id}", response_model=None)
-async def delete_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
-    await store_of(request).delete(response_id, principal.name)
+async def delete_response(request: Request, response_id: str) -> Response:
+    try:
+        store, owner = await _owner(request)
+        await store.delete(response_id, owner)
+    except PuenteError as error:
+        return error_response(error)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
 
 @router.post("/v1/responses/{response_id}/cancel", response_model=None)
-async def cancel_response(response_id: str, request: Request, principal: PrincipalDep) -> Response:
-    # Every response here is answered in the request that made it (no ``background``), so a
-    # stored one has always finished; an unknown one is a 404 as for GET.
-    await store_of(request).get(response_id, principal.name)
-    raise InvalidRequest(
-        "Only responses created with background=true can be cancelled; Puente runs none.",
-        code="invalid_value",
+async def cancel_response(request: Request, response_id: str) -> Response:
+    try:
+        store, owner = await _owner(request)
+        await store.load(response_id, owner)
+        # Puente answers in the foreground only: a stored response is already finished.
+        raise InvalidRequest(
+            "Only responses created with background=true can be cancelled.",
+            code="invalid_request",
+        )
+    except PuenteError as error:
+        return error_response(error)
+
+
+@router.get("/v1/responses/{response_id}/input_items", response_model=None)
+async def input_items(
+    request: Request,
+    response_id: str,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    after: str | None = None,
+) -> Response:
+    try:
+        store, owner = await _owner(request)
+        items = (await store.load(response_id, owner)).input
+    except PuenteError as error:
+        return error_response(error)
+    if order == "desc":
+        items = items[::-1]
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(items) > limit,
+        }
     )
