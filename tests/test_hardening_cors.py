@@ -51,7 +51,10 @@ async def test_a_listed_origin_gets_its_preflight_and_its_answers() -> None:
         answer = await client.get("/health", headers={"Origin": APP_ORIGIN})
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == APP_ORIGIN
-        assert "x-request-id" in answer.headers["access-control-expose-headers"]
+        exposed = answer.headers["access-control-expose-headers"]
+        # What a browser app reads: the request id, which model answered, the limits.
+        for name in ("x-request-id", "x-puente-model", "x-ratelimit-remaining-requests"):
+            assert name in exposed
 
 
 async def test_an_unlisted_origin_gets_nothing() -> None:

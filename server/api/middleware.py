@@ -91,7 +91,8 @@ _CORS_METHODS = b"GET, POST, DELETE, OPTIONS"
 # What a browser app may read of an answer beyond the basics: for retries and rate limits.
 _CORS_EXPOSE = b"x-request-id, retry-after, x-should-retry, x-ratelimit-limit-requests, " + (
     b"x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
-    b"x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
+    b"x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-puente-model, "
+    b"x-puente-skipped-tools, x-puente-token-count, request-id"
 )
 
 
