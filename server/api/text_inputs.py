@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.errors import InvalidRequest
-from server.pipeline.request import JSON
-from server.pipeline.request import first_error
+from server.pipeline.request import JSON, first_error
 
 
 class Schema(BaseModel):
