@@ -11,7 +11,6 @@ only when it asked (``stream_options.include_usage``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -19,12 +18,9 @@ from pydantic import Field, StrictBool, StrictInt, StrictStr
 from starlette.responses import Response
 
 from server.api.front_door import Call, Parsed, serve
-from server.api.sse import DONE, data_frame, openai_stream_error
+from server.api.openai_door import OpenAIDoor
 from server.api.text_inputs import Schema, check_text_input, validate
-from server.api.wire import error_response
-from server.errors import PuenteError
-from server.pipeline.pipeline import Answer, AnswerStream
-from server.pipeline.request import JSON, UpstreamRequest, load_object
+from server.pipeline.request import UpstreamRequest, load_object
 
 router = APIRouter()
 
@@ -49,7 +45,7 @@ class _CompletionsSchema(Schema):
     user: StrictStr | None = None
 
 
-class CompletionsDoor:
+class CompletionsDoor(OpenAIDoor[None]):
     api = "completions"
 
     async def parse(self, raw: bytes, call: Call) -> Parsed[None]:
@@ -66,23 +62,6 @@ class CompletionsDoor:
             include_usage=bool(options.get("include_usage")),
         )
         return Parsed(request, None)
-
-    async def render(self, parsed: Parsed[None], answer: Answer) -> JSON:
-        return answer.data
-
-    async def frames(self, parsed: Parsed[None], stream: AnswerStream) -> AsyncIterator[bytes]:
-        include_usage = parsed.request.include_usage
-        async for chunk in stream:
-            if chunk.is_usage_only and not include_usage:
-                continue  # asked for by Puente to count tokens, not by the client
-            yield data_frame(chunk.encode())
-        yield DONE
-
-    def error_response(self, error: PuenteError) -> Response:
-        return error_response(error)
-
-    def stream_error(self, error: PuenteError) -> bytes:
-        return openai_stream_error(error)
 
 
 DOOR = CompletionsDoor()

@@ -9,7 +9,6 @@ the upstream answered in. Embeddings never stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
@@ -17,11 +16,9 @@ from pydantic import Field, StrictInt, StrictStr
 from starlette.responses import Response
 
 from server.api.front_door import Call, Parsed, serve
-from server.api.sse import openai_stream_error
+from server.api.openai_door import OpenAIDoor
 from server.api.text_inputs import Schema, check_text_input, validate
-from server.api.wire import error_response
-from server.errors import PuenteError
-from server.pipeline.pipeline import Answer, AnswerStream
+from server.pipeline.pipeline import Answer
 from server.pipeline.request import JSON, UpstreamRequest, load_object
 from server.providers.embeddings import encoded_as
 
@@ -37,7 +34,7 @@ class _EmbeddingsSchema(Schema):
     user: StrictStr | None = None
 
 
-class EmbeddingsDoor:
+class EmbeddingsDoor(OpenAIDoor[EncodingFormat]):
     api = "embeddings"
 
     async def parse(self, raw: bytes, call: Call) -> Parsed[EncodingFormat]:
@@ -52,15 +49,6 @@ class EmbeddingsDoor:
 
     async def render(self, parsed: Parsed[EncodingFormat], answer: Answer) -> JSON:
         return encoded_as(answer.data, parsed.state)
-
-    def frames(self, parsed: Parsed[EncodingFormat], stream: AnswerStream) -> AsyncIterator[bytes]:
-        raise AssertionError("embeddings requests never stream")  # parse sets stream=False
-
-    def error_response(self, error: PuenteError) -> Response:
-        return error_response(error)
-
-    def stream_error(self, error: PuenteError) -> bytes:
-        return openai_stream_error(error)
 
 
 DOOR = EmbeddingsDoor()
