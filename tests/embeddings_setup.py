@@ -51,6 +51,14 @@ def config(fake: FakeOpenAI, gemini: FakeGemini, anthropic: FakeAnthropic) -> di
                 "retries": 0,
             },
             {
+                # A multimodal embedder for the SDK: several inputs must stay several contents.
+                "name": "gemini-embedding-2",
+                "provider": "gemini",
+                "base_url": gemini.url,
+                "api_key": "${PUENTE_TEST_GEMINI_KEY}",
+                "retries": 0,
+            },
+            {
                 "name": "gemini-flash",
                 "provider": "gemini",
                 "model": "gemini-test",

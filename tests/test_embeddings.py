@@ -27,6 +27,7 @@ EMBEDDERS = {
     "fake-embed": "fake-model",
     "text-embedding-3-small": "text-embedding-3-small",
     "gemini-embedding": "gemini-embedding-001",
+    "gemini-embedding-2": "gemini-embedding-2",
 }
 
 

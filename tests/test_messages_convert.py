@@ -14,7 +14,6 @@ from server.api.messages.answer import to_message
 from server.api.messages.errors import error_body, status_and_type
 from server.api.messages.models import card, page
 from server.api.messages.request import Target, load_body, to_chat
-from server.api.messages.tokens import estimate
 from server.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -29,6 +28,7 @@ from server.errors import (
     UpstreamTimeout,
 )
 from server.pipeline.request import ChatRequest
+from server.pipeline.tokens import estimate
 
 VLLM = Target("vllm")
 PNG_B64 = "iVBORw0KGgo="

@@ -41,7 +41,8 @@ from server.pipeline.record import Listener, RequestRecord
 from server.pipeline.request import JSON, ChatRequest, Operation, StreamChunk, UpstreamRequest
 from server.pipeline.snapshot import Snapshot
 from server.pipeline.system_role import shape_for_model
-from server.providers.base import ChunkStream, Embedder, TextCompleter
+from server.pipeline.tokens import estimate
+from server.providers.base import ChunkStream, Embedder, TextCompleter, TokenCounter
 from server.resilience.chain import Attempt, Resilience, Served
 from server.resilience.concurrency import Lease
 
@@ -138,6 +139,24 @@ class Pipeline:
         self.snapshot = Snapshot(config, catalog, Personas(config.personas), generation)
         self.resilience.catalog = catalog
         return generation
+
+    async def count_input(self, request: ChatRequest) -> tuple[int, bool]:
+        """The input tokens ``request`` would cost on what its model name resolves to (a
+        persona's prompt included), and whether that is the target's exact count or an
+        estimate (``server/pipeline/tokens.py``). Refusals are those of a real request (404)."""
+        snapshot = self.snapshot
+        persona = snapshot.personas.get(request.model)
+        route = snapshot.catalog.resolve(persona.model if persona else request.model)
+        if persona is not None:
+            request = persona.apply(request)
+        if isinstance(route.provider, TokenCounter):
+            try:
+                prepared = request.for_attempt(route.upstream_model)
+                return await route.provider.count_tokens(prepared), True
+            except PuenteError as error:
+                # A count is advice: an engine that cannot count now still gets an estimate.
+                log.info("exact count failed, estimated instead: %s", error.message)
+        return estimate(request.body), False
 
     def in_flight(self, model: str) -> Gauge:
         gauge = self._in_flight.get(model)

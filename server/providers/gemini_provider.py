@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
 
 import httpx2
 import pydantic
@@ -114,9 +113,11 @@ class GeminiProvider(SDKProvider):
     async def _embed(self, body: JSON) -> JSON:
         model = check_model_id(body["model"])
         texts, config = embed_request(body)
+        # One Content per input: given plain strings, the SDK joins them into one content for
+        # the models it takes for multimodal embedders (gemini-embedding-2), and N inputs would
+        # come back as one vector.
+        contents = [types.Content(role="user", parts=[types.Part(text=text)]) for text in texts]
         response = await self.call(
-            self.client.aio.models.embed_content(
-                model=model, contents=cast(Any, texts), config=config
-            )
+            self.client.aio.models.embed_content(model=model, contents=contents, config=config)
         )
         return to_embedding_list(response, texts, body["model"])

@@ -25,7 +25,6 @@ from server.api.messages import errors
 from server.api.messages.answer import to_message
 from server.api.messages.request import Target, load_body, thinking_enabled, to_chat
 from server.api.messages.stream import Encoder, events
-from server.api.messages.tokens import estimate
 from server.api.sse import SSEResponse
 from server.api.wire import JSONResponse
 from server.errors import ModelNotFound, PuenteError
@@ -34,7 +33,6 @@ from server.observability.request_context import request_id
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest
 from server.providers.anthropic_native import FORWARDED_HEADERS, NativeCompletion, NativeMessages
-from server.providers.base import TokenCounter
 
 log = logging.getLogger("puente.messages")
 
@@ -139,24 +137,14 @@ async def count_tokens(request: Request) -> Response:
         model = body["model"]
         if not principal.may_use(model):
             raise ModelNotFound.named(model)
-        snapshot = runtime.pipeline.snapshot
-        persona = snapshot.personas.get(model)
-        route = snapshot.catalog.resolve(persona.model if persona else model)
-        chat = chat_request({**body, "max_tokens": 1, "stream": False}, Target(route.kind))
-        if persona is not None:
-            chat = persona.apply(chat)  # its system prompt is part of the input too
-        elif route.kind == "anthropic":
+        target = target_of(runtime, model)
+        chat = chat_request({**body, "max_tokens": 1, "stream": False}, target)
+        if target.native:
             headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
             chat = NativeMessages.wrap(chat, body, headers)
+        count, exact = await runtime.pipeline.count_input(chat)
     except PuenteError as error:
         return errors.error_response(error)
-    count, how = estimate(chat.body), "estimate"
-    if isinstance(route.provider, TokenCounter):
-        try:
-            count = await route.provider.count_tokens(chat.for_attempt(route.upstream_model))
-            how = "exact"
-        except PuenteError as error:
-            # A count is advice: an engine that cannot count now still gets an estimate.
-            log.info("exact count failed, estimated instead: %s", error.message)
+    how = "exact" if exact else "estimate"
     headers = {"request-id": request_id.get(), "x-puente-token-count": how}
     return JSONResponse({"input_tokens": count}, headers=headers)

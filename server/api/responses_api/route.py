@@ -23,7 +23,6 @@ from starlette.responses import Response
 from server.access.responses import ANY_KEY, Owner, ResponseStore
 from server.api.deps import authenticate, runtime_of
 from server.api.front_door import Call, Parsed, serve
-from server.api.messages.tokens import estimate
 from server.api.responses_api.answer import Echo, to_response
 from server.api.responses_api.request import translate
 from server.api.responses_api.stream import Encoder, events
@@ -32,7 +31,6 @@ from server.api.wire import JSONResponse, error_response, model_header
 from server.errors import InvalidRequest, ModelNotFound, PuenteError
 from server.pipeline.pipeline import Answer, AnswerStream
 from server.pipeline.request import JSON, ChatRequest, load_object
-from server.providers.base import TokenCounter
 
 log = logging.getLogger("puente.responses")
 
@@ -135,20 +133,10 @@ async def count_input_tokens(request: Request) -> Response:
             store = runtime.responses
             history = (await store.load(previous, principal.name, "previous_response_id")).items
         chat = ChatRequest.from_body(translate({**body, "stream": False}, history).chat)
-        snapshot = runtime.pipeline.snapshot
-        persona = snapshot.personas.get(chat.model)
-        route = snapshot.catalog.resolve(persona.model if persona else chat.model)
-        if persona is not None:
-            chat = persona.apply(chat)  # its system prompt is input too
+        count, exact = await runtime.pipeline.count_input(chat)
     except PuenteError as error:
         return error_response(error)
-    count, how = estimate(chat.body), "estimate"
-    if isinstance(route.provider, TokenCounter):
-        try:
-            count = await route.provider.count_tokens(chat.for_attempt(route.upstream_model))
-            how = "exact"
-        except PuenteError as error:
-            log.info("exact count failed, estimated instead: %s", error.message)
+    how = "exact" if exact else "estimate"
     return JSONResponse(
         {"object": "response.input_tokens", "input_tokens": count},
         headers={"x-puente-token-count": how},

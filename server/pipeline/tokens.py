@@ -1,5 +1,6 @@
-"""``POST /v1/messages/count_tokens`` for models without a tokenizer Puente can reach (Claude and
-vLLM models count exactly: ``TokenCounter``): an estimate, documented as one.
+"""Counting a request's input tokens before answering it (``/v1/messages/count_tokens``,
+``/v1/responses/input_tokens``): exactly where the target can count (Claude, and vLLM's own
+tokenizer: ``TokenCounter``), else an estimate, documented as one.
 
 Puente cannot count exactly without the target's tokenizer, so it estimates from the translated
 request the way OpenAI's and Anthropic's own guidance does for English: about four characters per
