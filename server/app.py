@@ -22,10 +22,10 @@ from server.access import start_access
 from server.access.responses import ResponseStore
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
+from server.api.envelopes import error_response_for
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.responses_api import route as responses
-from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
 from server.lifecycle.readiness import Readiness
@@ -149,19 +149,23 @@ def _announce(settings: Settings, catalog: Catalog) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    def render(request: Request, error: PuenteError) -> Response:
+        return error_response_for(request.url.path, request.headers, error)
+
     async def puente_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PuenteError)
-        return error_response(exc)
+        return render(request, exc)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         param = param_path(loc) or None
-        return error_response(
+        return render(
+            request,
             InvalidRequest(
                 f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param
-            )
+            ),
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -173,11 +177,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
         else:
             error = InvalidRequest(str(exc.detail))
-        return error_response(error)
+        return render(request, error)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(PuenteError("The server had an error processing your request."))
+        return render(request, PuenteError("The server had an error processing your request."))
 
     app.add_exception_handler(PuenteError, puente_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -549,3 +549,28 @@ def test_unreachable_upstream_is_api_error(client: anthropic.Anthropic) -> None:
         client.messages.create(model="down", max_tokens=10, messages=USER)
     assert caught.value.type == "api_error"
     assert "Traceback" not in caught.value.message
+
+
+def test_errors_outside_the_door_are_anthropics_too(
+    puente: InProcessPuente, client: anthropic.Anthropic, key: str
+) -> None:
+    # A body over the size limit, a path under /v1/messages that does not exist, and /v1/models
+    # asked the anthropic SDK's way: each in Anthropic's envelope, so the SDK raises its type.
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    big = httpx.post(
+        puente.url + "/v1/messages",
+        content=b"x" * (puente_body_limit(puente) + 1),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert big.status_code == 413
+    assert big.json()["type"] == "error"
+    assert big.json()["error"]["type"] == "request_too_large"
+    missing = httpx.post(puente.url + "/v1/messages/nothing-here", json={}, headers=headers)
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def puente_body_limit(puente: InProcessPuente) -> int:
+    return puente.runtime.settings.config.server.max_body_bytes

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.envelopes import error_response_for
 from server.config import CorsConfig
 from server.errors import PayloadTooLarge
 from server.observability.request_context import request_id
@@ -71,7 +72,10 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_error(send, PayloadTooLarge(self.limit))
+            request = Request(scope)
+            error = PayloadTooLarge(self.limit)
+            response = error_response_for(request.url.path, request.headers, error)
+            await response(scope, receive, send)
             return
         seen = 0
 
@@ -142,11 +146,3 @@ class CorsMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
-
-
-async def _send_error(send: Send, error: Any) -> None:
-    body = error.to_json()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
