@@ -80,6 +80,43 @@ def models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def personas_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.personas import check
+
+    settings = Settings.from_file(_config_path(args))
+    persona = next((p for p in settings.config.personas if p.name == args.name), None)
+    if persona is None:
+        print(f"puente: no persona named {args.name!r} in {settings.config_path}", file=sys.stderr)
+        return 2
+    try:
+        if args.file:
+            questions = check.battery_from_file(Path(args.file))
+        else:
+            questions = check.battery_from_persona(persona)
+    except check.BatteryError as exc:
+        print(f"puente: {exc}", file=sys.stderr)
+        return 2
+    key = args.key or os.environ.get("PUENTE_API_KEY")
+    where = args.url or "this process"
+    print(f"{persona.name}: {len(questions)} questions, on {persona.model}, via {where}")
+
+    async def run() -> list[check.Outcome]:
+        if args.url:
+            client = check.remote(args.url, key)
+        else:
+            from server.app import create_app
+
+            client = check.in_process(create_app(settings), key)
+        async with client as http:
+            return await check.ask_all(http, persona, questions, lambda o: print(check.line(o)))
+
+    outcomes = asyncio.run(run())
+    print("\n".join(check.totals(outcomes)))
+    return 1 if any(o.error for o in outcomes) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="puente", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
     p.add_argument("--force", action="store_true", help="convert again even if cached")
     p.set_defaults(func=models_prepare)
+
+    p = commands.add_parser("personas", help="work on personas")
+    personas = p.add_subparsers(dest="personas_command", required=True)
+    p = personas.add_parser(
+        "check",
+        help="ask a persona a battery of questions; print farewells, answers and the totals",
+    )
+    p.add_argument("name", help="the persona")
+    p.add_argument("--config", help=f"YAML file (default: $PUENTE_CONFIG or {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--file", help="battery YAML (in_scope, out_of_scope, tricky); default: the persona's scope"
+    )
+    p.add_argument("--url", help="a running Puente (default: start one in this process)")
+    p.add_argument("--key", help="API key (default: $PUENTE_API_KEY)")
+    p.set_defaults(func=personas_check)
 
     p = commands.add_parser("check-config", help="validate a configuration file and exit")
     p.add_argument("--config")
