@@ -110,7 +110,7 @@ def _quoted(text: str) -> str:
     return '"""\n' + text.replace('"""', '" " "') + '\n"""'
 
 
-def system_prompt(persona: PersonaConfig, scope: Scope) -> str:
+def system_prompt(scope: Scope) -> str:
     lines = [
         "You are a strict topic filter. You never answer questions. An assistant only handles "
         f"this topic: {scope.description.strip()}",
@@ -151,7 +151,7 @@ def check_request(persona: PersonaConfig, request: ChatRequest) -> ChatRequest |
     body: JSON = {
         "model": request.body.get("model", request.model),
         "messages": [
-            {"role": "system", "content": system_prompt(persona, scope)},
+            {"role": "system", "content": system_prompt(scope)},
             {"role": "user", "content": "\n".join(parts)},
         ],
         "response_format": RESPONSE_FORMAT,
