@@ -8,5 +8,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install.sh
 scripts/install-engine.sh
 .venv/bin/puente models prepare
+.venv/bin/puente models prepare --embedding
 exec .venv/bin/puente serve --config "${PUENTE_CONFIG:-puente.yaml}" \
     --host "${PUENTE_HOST:-127.0.0.1}" --port "${PUENTE_PORT:-8000}"

@@ -17,10 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from server import console
 from server.access import start_access
+from server.access.responses import ResponseStore
 from server.access.startup import metrics_key_hash
-from server.api import admin, chat, health, models
-from server.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.api import admin, chat, completions, embeddings, health, models
+from server.api.messages import route as messages
+from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
+from server.api.responses_api import route as responses
 from server.api.wire import error_response
 from server.config import Settings
 from server.errors import InvalidRequest, MethodNotAllowed, NotFound, PuenteError, param_path
@@ -98,6 +102,9 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
                 pipeline=pipeline,
                 access=access,
                 reloader=reloader,
+                responses=ResponseStore(
+                    access, metrics.responses_stored, lambda: pipeline.snapshot.config.responses
+                ),
                 readiness=Readiness(pipeline),
                 started_at=int(time.time()),
                 metrics_key_hash=metrics_key_hash(),
@@ -117,12 +124,19 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
         redoc_url=None,
     )
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
+    app.include_router(completions.router)
+    app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if settings.config.server.cors.allow_origins:  # outermost: preflights need no key
+        app.add_middleware(CorsMiddleware, config=settings.config.server.cors)
     return app
 
 

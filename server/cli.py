@@ -27,6 +27,7 @@ def serve(args: argparse.Namespace) -> int:
     from server.access import StartRefused, check_start
     from server.app import create_app
     from server.lifecycle import drain
+    from server.lifecycle.http_guard import uvicorn_options
     from server.observability.logs import configure_logging
 
     settings = Settings.from_file(_config_path(args), host=args.host, port=args.port)
@@ -37,17 +38,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"puente: {exc}", file=sys.stderr)
         return 2
     has = importlib.util.find_spec
+    server = settings.config.server
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
         loop="uvloop" if has("uvloop") else "asyncio",
-        http="httptools" if has("httptools") else "h11",
         workers=1,
         access_log=False,
         log_config=None,
+        # Header size, count and timeout, idle keep-alive, connection cap (server.http).
+        **uvicorn_options(server.http),
     )
-    server = settings.config.server
     drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
     # SIGTERM: /ready turns 503, then the listener closes and requests drain
     # (server/lifecycle/drain.py).
@@ -66,16 +68,25 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def models_prepare(args: argparse.Namespace) -> int:
-    from server.engine import models, prepare
+    from server.engine import embedding_model, models, prepare
 
+    python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.embedding:
+        target = Path(args.dir) if args.dir else embedding_model.embedding_model_dir()
+        try:
+            folder = embedding_model.prepare_embedding_model(target, python, force=args.force)
+        except prepare.PrepareError as exc:
+            print(f"puente: cannot prepare the default embedding model: {exc}", file=sys.stderr)
+            return 1
+        print(f"default embedding model ready in {folder}")
+        return 0
     name = args.name
     if name not in models.MODELS:
         known = ", ".join(models.MODELS)
         print(f"puente: unknown model {name!r}; embedded models: {known}", file=sys.stderr)
         return 2
     target = Path(args.dir) if args.dir else models.model_dir(name)
-    python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         folder = models.prepare_model(
             name, target, python, force=args.force, dtype=args.dtype, progress=print
@@ -158,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="output folder (default: $PUENTE_CACHE_DIR/models/...)")
     p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
     p.add_argument("--force", action="store_true", help="convert again even if cached")
+    p.add_argument(
+        "--embedding",
+        action="store_true",
+        help="the embedded embedding model (all-MiniLM-L6-v2) instead of the chat model",
+    )
     p.set_defaults(func=models_prepare)
 
     p = commands.add_parser("personas", help="work on personas")

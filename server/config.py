@@ -72,7 +72,11 @@ class LaunchConfig(_Strict):
     """A vLLM engine that Puente starts and supervises itself (``provider: vllm``)."""
 
     model: str = "default"
-    """A model folder, a hub id (hosts with internet), or ``default``: the embedded SmolLM2."""
+    """A model folder, a hub id (hosts with internet), ``default``: the embedded chat model
+    (SmolLM2), or ``default-embedding``: the embedded embedding model (all-MiniLM-L6-v2)."""
+    runner: Literal["auto", "generate", "pooling"] | None = None
+    """vLLM's ``--runner``: ``pooling`` serves ``/v1/embeddings`` (and no chat). Unset: pooling
+    for ``default-embedding``, vLLM's own choice otherwise."""
     port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     """The engine's port on 127.0.0.1; a free one when unset."""
     dtype: str | None = None
@@ -90,6 +94,31 @@ class LaunchConfig(_Strict):
     """The engine venv's python; default ``$PUENTE_ENGINE_PYTHON`` or ``.venv-engine``."""
     startup_timeout: Annotated[float, Field(gt=0)] = 900.0
     """Seconds the engine may take to answer ``/health`` before it is restarted."""
+
+    @property
+    def effective_runner(self) -> str | None:
+        if self.runner is not None:
+            return self.runner
+        return "pooling" if self.model == "default-embedding" else None
+
+    @property
+    def pooling(self) -> bool:
+        return self.effective_runner == "pooling"
+
+
+class UpstreamLimits(_Strict):
+    """What one upstream answer may cost Puente, whatever the upstream sends (README "Security
+    limits"). Sizes are of the decompressed bytes, so a gzip bomb is cut where it crosses them."""
+
+    max_body_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
+    """A whole (non-streamed) answer."""
+    max_error_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    """An error answer: only its message is wanted; past this, the rest is not read."""
+    max_line_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    """One line of an event stream (one chunk of a streamed answer)."""
+    total_timeout: Annotated[float, Field(gt=0)] = 600.0
+    """Seconds one upstream call may take in all, streams included, for a model whose
+    ``timeouts.total`` is unset."""
 
 
 class ModelConfig(_Strict):
@@ -127,6 +156,8 @@ class ModelConfig(_Strict):
     queue_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds a queued request waits for a slot before it gets 429."""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    upstream_limits: UpstreamLimits | None = None
+    """This model's own bounds on what its upstream sends; unset: ``server.upstream_limits``."""
     max_output_tokens: Annotated[int, Field(gt=0)] | None = None
     """Largest ``max_tokens`` / ``max_completion_tokens`` a request may ask of this model (400
     above it); unset: whatever the upstream accepts."""
@@ -135,6 +166,14 @@ class ModelConfig(_Strict):
     required_for_ready: bool | None = None
     """Whether ``/ready`` answers 503 while this model cannot serve; unset: yes for a local
     engine (``provider: vllm``), no for a cloud vendor or another OpenAI-compatible upstream."""
+
+    task: Literal["chat", "embeddings"] | None = None
+    """What the model answers: ``chat`` (``/v1/chat/completions``, ``/v1/responses``,
+    ``/v1/messages``, ``/v1/completions``) or ``embeddings`` (``/v1/embeddings``). Unset: embeddings
+    for a launched pooling engine or an upstream name with "embed" in it, chat otherwise."""
+    embedding_batch: Annotated[int, Field(gt=0)] | None = None
+    """Most inputs one upstream embeddings request carries; a larger batch is split and put back
+    in order. Unset: the vendor's limit (OpenAI 2048, Gemini 100), none for other upstreams."""
 
     # Filled in by the loader, not the file: the variable an unset ``api_key`` referenced.
     missing_env: str | None = Field(default=None, exclude=True)
@@ -164,6 +203,15 @@ class ModelConfig(_Strict):
         return self
 
     @property
+    def limits(self) -> UpstreamLimits:
+        return self.upstream_limits or UpstreamLimits()
+
+    @property
+    def total_timeout(self) -> float:
+        """Seconds one upstream call may take in all: ``timeouts.total``, else the limits'."""
+        return self.timeouts.total or self.limits.total_timeout
+
+    @property
     def upstream_urls(self) -> list[str]:
         urls = list(self.endpoints) or ([self.base_url] if self.base_url else [])
         return [url.rstrip("/") for url in urls]
@@ -173,6 +221,15 @@ class ModelConfig(_Strict):
         if self.required_for_ready is not None:
             return self.required_for_ready
         return self.provider == "vllm"
+
+    @property
+    def embeds(self) -> bool:
+        """Whether this entry serves embeddings (and not chat); see ``task``."""
+        if self.task is not None:
+            return self.task == "embeddings"
+        if self.launch is not None:
+            return self.launch.pooling
+        return "embed" in self.upstream_name(self.name).lower()
 
     @property
     def is_wildcard(self) -> bool:
@@ -196,6 +253,11 @@ class ImageFetchConfig(_Strict):
     """Image URLs Puente fetches itself, for vendors that take only inline images (Gemini)."""
 
     max_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    """Bytes of one image (fetched or inline ``data:``)."""
+    max_images: Annotated[int, Field(ge=0)] = 16
+    """Images in one request."""
+    max_total_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
+    """Bytes of all the images of one request together."""
     timeout: Annotated[float, Field(gt=0)] = 10.0
     """Seconds for the whole fetch, redirects included."""
     max_redirects: Annotated[int, Field(ge=0)] = 3
@@ -211,6 +273,44 @@ class ImageFetchConfig(_Strict):
         return value
 
 
+class HttpLimits(_Strict):
+    """What one client connection may cost before Puente knows who it is (``puente serve``)."""
+
+    max_header_bytes: Annotated[int, Field(gt=0)] = 32 * 1024
+    """Bytes of a request's line and headers together; past it, 431 and the connection closed."""
+    max_headers: Annotated[int, Field(gt=0)] = 100
+    """Header fields in one request; past it, 431."""
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds from a connection's (or a request's) first byte to the end of its headers."""
+    keep_alive_timeout: Annotated[int, Field(ge=1)] = 5
+    """Seconds an idle keep-alive connection is kept open between requests."""
+    max_connections: Annotated[int, Field(ge=1)] | None = 1000
+    """Open connections (and requests in flight); past it, new requests get 503. ``null``: no
+    cap."""
+
+
+class CorsConfig(_Strict):
+    """Cross-origin requests from browser apps; off unless ``allow_origins`` names some."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    """Exact origins (``https://app.example.com``) or ``*`` for any."""
+    allow_headers: list[str] = Field(default_factory=lambda: ["*"])
+    """Request headers a browser may send; ``*``: whatever it asks for (SDKs send their own
+    ``x-stainless-*`` ones). Origins, not headers, are what keeps other sites out."""
+    max_age: Annotated[int, Field(ge=0)] = 600
+    """Seconds a browser may cache a preflight answer."""
+
+    @field_validator("allow_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or origin.count("/") != 2
+            ):
+                raise ValueError(f"{origin!r} is not an origin like 'https://app.example.com'")
+        return [origin.rstrip("/") for origin in value]
+
+
 class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     ready_timeout: Annotated[float, Field(gt=0)] = 3.0
@@ -218,11 +318,25 @@ class ServerConfig(_Strict):
     ready_cache: Annotated[float, Field(ge=0)] = 2.0
     """Seconds a ``/ready`` probe of the upstreams is reused by the calls after it."""
     images: ImageFetchConfig = Field(default_factory=ImageFetchConfig)
+    upstream_limits: UpstreamLimits = Field(default_factory=UpstreamLimits)
+    http: HttpLimits = Field(default_factory=HttpLimits)
+    cors: CorsConfig = Field(default_factory=CorsConfig)
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     """On SIGTERM, seconds in-flight requests and streams get to finish (``--drain-timeout``)."""
     drain_delay: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
     balancer stops sending before the listener closes."""
+    console: bool = True
+    """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
+
+
+class ResponsesConfig(_Strict):
+    """Stored responses of ``POST /v1/responses`` (``server/api/responses_api/``)."""
+
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    """How long a stored response can be continued or read; pruned after that."""
+    max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    """A response whose input and output together exceed this is answered but not stored."""
 
 
 AuthMode = Literal["keys", "none"]
@@ -240,6 +354,7 @@ class Config(_Strict):
     """Shared rate-limit state for several replicas; unset: limits kept in memory."""
     data_dir: str | None = None
     """Where the SQLite file lives; unset: ``$PUENTE_DATA_DIR``, else beside the config file."""
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     personas: list[PersonaConfig] = Field(default_factory=list)
     """Named experts on top of the models (``server/personas/persona.py``); reloaded with SIGHUP."""
 
@@ -248,6 +363,17 @@ class Config(_Strict):
     def _empty_is_unset(cls, value: Any) -> Any:
         # ``${PUENTE_DATABASE_URL:-}`` in the file expands to "" when the variable is unset.
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _model_limits(self) -> Config:
+        # Each model carries its limits, so a provider (and a reload) needs only its own entry.
+        limits = self.server.upstream_limits
+        models = [
+            m if m.upstream_limits is not None else m.model_copy(update={"upstream_limits": limits})
+            for m in self.models
+        ]
+        object.__setattr__(self, "models", models)  # the model is frozen once validated
+        return self
 
     @field_validator("models", mode="after")
     @classmethod

@@ -17,6 +17,9 @@ from tests.cloud_fixtures import (  # noqa: F401
     gemini_vendor,
 )
 
+# One Puente with embedding entries of every provider kind (tests/test_embeddings.py, …).
+from tests.embeddings_setup import embed_puente  # noqa: F401
+
 # One launched vLLM engine behind one Puente, shared by the session (tests/test_engine.py).
 from tests.engine_support import local_engine  # noqa: F401
 from tests.fakes.openai_upstream import FakeOpenAI

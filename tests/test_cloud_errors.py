@@ -64,7 +64,7 @@ def _expected(status: int) -> int:
         return 503
     if status in (408, 504):
         return 504
-    if status >= 500:
+    if status >= 500 or status in (401, 403):  # 401/403: Puente's own credentials refused
         return 502
     return status
 
@@ -132,8 +132,8 @@ def test_rate_limits_pass_their_wait_on() -> None:
             genai_errors.ClientError(
                 400, {"error": {"code": 400, "details": [{"reason": "API_KEY_INVALID"}]}}
             ),
-            401,
-            "upstream_status",
+            502,
+            "upstream",
         ),
     ],
 )
@@ -146,8 +146,9 @@ def test_gemini_and_transport_errors(exc: BaseException, status: int, kind: str)
 
 # kind → (status, error type) the user sees.
 KINDS = {
-    "auth": (401, "authentication_error"),
-    "permission": (403, "permission_error"),
+    # Puente's own credentials refused: its upstream's problem, not the client's key.
+    "auth": (502, "upstream_error"),
+    "permission": (502, "upstream_error"),
     "not_found": (404, "invalid_request_error"),
     "bad_request": (400, "invalid_request_error"),
     "rate_limit": (429, "rate_limit_error"),
@@ -214,8 +215,9 @@ def test_each_error_kind_reaches_the_user_as_openai_would_say_it(
     assert set(error.body) == {"message", "type", "param", "code"}
     if kind == "rate_limit":
         assert error.response.headers["retry-after"] == "7"
-    if kind == "auth":
-        assert "rejected the API key configured for model" in error.body["message"]
+    if kind in ("auth", "permission"):
+        assert error.body["code"] == "upstream_auth_failed"
+        assert "refused the credentials configured for model" in error.body["message"]
 
 
 @pytest.mark.parametrize("vendor", ["claude", "gemini", "gpt"])

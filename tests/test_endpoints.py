@@ -20,7 +20,15 @@ def test_models_list_and_get(client: openai.OpenAI) -> None:
     assert all(m.object == "model" and m.created > 0 for m in models.values())
     alias = client.models.retrieve("alias")
     assert alias.id == "alias"
-    assert alias.model_extra == {"description": "the fake under another name"}
+    assert alias.model_extra == {
+        "description": "the fake under another name",
+        "endpoints": [
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/messages",
+            "/v1/completions",
+        ],
+    }
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
     with pytest.raises(openai.NotFoundError, match="PUENTE_TEST_UNSET_KEY"):

@@ -103,7 +103,7 @@ def test_body_over_limit_is_413(puente: InProcessPuente, fake: FakeOpenAI) -> No
     ("status", "exc", "retry_after"),
     [
         (400, openai.BadRequestError, None),
-        (401, openai.AuthenticationError, None),
+        # Not 401: a refused upstream credential is Puente's 502 (tests/test_hardening_upstream.py)
         (404, openai.NotFoundError, None),
         (429, openai.RateLimitError, "7"),
     ],

@@ -133,7 +133,8 @@ def test_client_errors_are_never_retried(
 ) -> None:
     tag = _tag()
     response = _post(resilient, "flaky", {"tag": tag, "status": status})
-    assert response.status_code == status
+    # A 401 refused Puente's credentials, not the client's: 502 (tests/test_hardening_secrets.py).
+    assert response.status_code == (502 if status == 401 else status)
     error_envelope(response)
     assert faulty.attempts(tag) == 1
     _still_serving(resilient_sdk, faulty, "flaky")

@@ -136,8 +136,15 @@ def test_a_bug_mid_stream_ends_the_stream_and_finishes_the_request(
             received.extend(c.delta.content or "" for c in chunk.choices)
     assert "".join(received) == "uno dos"
     assert "processing your request" in caught.value.message
-    assert PROVIDERS["crash-mid-stream"].closed_streams == 1  # type: ignore[attr-defined]
-    assert sample(puente, "puente_requests_total", model="crash-mid-stream", status="500") == 1
+    # The client reads the error event before the server has closed the stream behind it.
+    provider = PROVIDERS["crash-mid-stream"]
+    wait_for(lambda: provider.closed_streams == 1, "the upstream stream closed")  # type: ignore[attr-defined]
+    wait_for(
+        lambda: (
+            sample(puente, "puente_requests_total", model="crash-mid-stream", status="500") == 1
+        ),
+        "the request counted",
+    )
     assert sample(puente, "puente_requests_in_flight", model="crash-mid-stream") == 0
     assert puente.runtime.pipeline.generations.in_flight_before(10**9) == 0
 
@@ -220,3 +227,42 @@ def test_a_models_caps_refuse_what_is_above_them(
     assert len(PROVIDERS["capped"].received) == before  # type: ignore[attr-defined]
     within = client.chat.completions.create(model="capped", messages=MESSAGES, max_tokens=256, n=2)
     assert within.choices[0].message.content == "corto"
+
+
+class _Anyone:
+    name = None
+
+    async def admit(self, model: str, reserve: int) -> Any:
+        class Admitted:
+            headers: dict[str, str] = {}  # noqa: RUF012 - read only
+            reservation = None
+
+        return Admitted()
+
+
+async def test_a_stream_its_front_door_never_started_is_closed_and_finished() -> None:
+    from server.config import parse_config
+    from server.observability.metrics import Metrics
+    from server.pipeline.catalog import Catalog
+    from server.pipeline.pipeline import Pipeline
+    from server.pipeline.request import ChatRequest
+
+    config = parse_config(
+        "models:\n  - {name: m, provider: openai_compatible, base_url: http://h/v1}\n", "t", {}
+    )
+    provider = FakeProvider("uno dos")
+    pipeline = Pipeline(Metrics(), config, Catalog(config.models, {"m": provider}))
+    finished: list[int] = []
+
+    async def listener(record: Any) -> None:
+        finished.append(record.status)
+
+    pipeline.listeners.append(listener)
+    request = ChatRequest.from_body({"model": "m", "messages": MESSAGES, "stream": True})
+    with pytest.raises(RuntimeError):
+        async with pipeline.exchange(api="chat", request_id="r", principal=_Anyone()) as ex:
+            await ex.open_stream(request)
+            raise RuntimeError("the front door broke before the first frame")
+    assert provider.closed_streams == 1
+    assert finished == [500]
+    assert pipeline.generations.in_flight_before(10**9) == 0

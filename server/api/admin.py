@@ -7,6 +7,7 @@
     DELETE /admin/keys/{name}   revoke; the next request with it gets 401
     GET    /admin/usage         totals per day, key and model (?since=&until=&key=)
     POST   /admin/reload        reload models and personas from the config file (as SIGHUP)
+    GET    /admin/personas      the personas as configured (rules, farewell), for the console
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from server.access.auth import Access
 from server.access.keys import InvalidKeySpec, KeySpec, Limits, mint, parse_expiry
 from server.access.periods import day_range
 from server.access.storage import KeyNameTaken
-from server.api.deps import runtime_of
+from server.api.deps import RuntimeDep, runtime_of
 from server.api.wire import JSONResponse
-from server.errors import InvalidRequest, NotFound, Unauthorized, param_path
+from server.errors import InvalidRequest, ModelNotFound, NotFound, Unauthorized, param_path
 from server.pipeline.request import load_object
 
 log = logging.getLogger("puente.access")
@@ -147,3 +148,19 @@ async def reload_config(request: Request, access: AdminDep) -> JSONResponse:
             "personas": [p.name for p in config.personas],
         }
     )
+
+
+@router.get("/personas")
+async def list_personas(runtime: RuntimeDep, access: AdminDep) -> JSONResponse:
+    # The whole configuration of each persona (its instructions included, which clients never
+    # see), and whether its model can serve now.
+    snapshot = runtime.pipeline.snapshot
+    data = []
+    for persona in snapshot.personas:
+        try:
+            snapshot.catalog.resolve(persona.model)
+            available = True
+        except ModelNotFound:
+            available = False  # its model is disabled (a missing key): so is the persona
+        data.append({**persona.config.model_dump(mode="json"), "available": available})
+    return JSONResponse({"object": "list", "data": data})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
@@ -51,6 +51,8 @@ class Parsed(Generic[S]):
 
     request: UpstreamRequest
     state: S
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers the answer carries because of what the request asked (whole or streamed)."""
 
 
 class FrontDoor(Protocol[S]):
@@ -87,8 +89,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def _headers(headers: dict[str, str]) -> dict[str, str]:
-    out = dict(headers)
+def _headers(headers: dict[str, str], parsed: Parsed[Any]) -> dict[str, str]:
+    out = {**headers, **parsed.headers}
     if "x-puente-model" in out:
         out["x-puente-model"] = model_header(out["x-puente-model"])
     return out
@@ -111,7 +113,8 @@ async def serve(request: Request, door: FrontDoor[Any]) -> Response:
             if parsed.request.stream:
                 stream = await until_disconnect(request, exchange.open_stream(parsed.request))
                 frames = door.frames(parsed, stream)
-                return SSEResponse(stream, frames, door.stream_error, _headers(exchange.headers))
+                headers = _headers(exchange.headers, parsed)
+                return SSEResponse(stream, frames, door.stream_error, headers)
             answer = await until_disconnect(request, exchange.complete(parsed.request))
             body = await door.render(parsed, answer)
     except PuenteError as error:
@@ -122,4 +125,4 @@ async def serve(request: Request, door: FrontDoor[Any]) -> Response:
         # A bug: the exchange counted it as a 500; the client gets an envelope, not a traceback.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return door.error_response(PuenteError("The server had an error processing your request."))
-    return JSONResponse(body, headers=_headers(exchange.headers))
+    return JSONResponse(body, headers=_headers(exchange.headers, parsed))

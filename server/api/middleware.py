@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and the body size limit.
+"""Pure ASGI middleware: request ids, the body size limit and CORS.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses and client disconnects pass
 through untouched and context variables set here are seen by the handlers.
@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.config import CorsConfig
 from server.errors import PayloadTooLarge
 from server.observability.request_context import request_id
 
@@ -84,6 +85,63 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+_CORS_METHODS = b"GET, POST, DELETE, OPTIONS"
+# What a browser app may read of an answer beyond the basics: for retries and rate limits.
+_CORS_EXPOSE = b"x-request-id, retry-after, x-should-retry, x-ratelimit-limit-requests, " + (
+    b"x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
+    b"x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-puente-model, "
+    b"x-puente-skipped-tools, x-puente-token-count, request-id"
+)
+
+
+class CorsMiddleware:
+    """Cross-origin requests from the browser origins in ``server.cors.allow_origins``.
+
+    Only listed origins get CORS headers (``*`` lists every origin); a preflight from one is
+    answered here (204), before authentication, as browsers send preflights without keys. No
+    credentials mode: browser apps send their key in ``Authorization``, not in cookies.
+    """
+
+    def __init__(self, app: ASGIApp, config: CorsConfig) -> None:
+        self.app = app
+        self.any_origin = "*" in config.allow_origins
+        self.origins = frozenset(o.encode() for o in config.allow_origins)
+        self.any_header = "*" in config.allow_headers
+        self.headers = ", ".join(config.allow_headers).encode()
+        self.max_age = str(config.max_age).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = _header(scope, b"origin") if scope["type"] == "http" else None
+        if origin is None or not (self.any_origin or origin in self.origins):
+            await self.app(scope, receive, send)
+            return
+        allow = [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        wanted = _header(scope, b"access-control-request-method")
+        if scope["method"] == "OPTIONS" and wanted is not None:
+            asked = _header(scope, b"access-control-request-headers") or b""
+            headers = [
+                *allow,
+                (b"access-control-allow-methods", _CORS_METHODS),
+                (b"access-control-allow-headers", asked if self.any_header else self.headers),
+                (b"access-control-max-age", self.max_age),
+                (b"content-length", b"0"),
+            ]
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *allow,
+                    (b"access-control-expose-headers", _CORS_EXPOSE),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
 
 
 async def _send_error(send: Send, error: Any) -> None:

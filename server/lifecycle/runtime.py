@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.access.auth import Access
+from server.access.responses import ResponseStore
 from server.config import Settings
 from server.lifecycle.readiness import Readiness
 from server.lifecycle.reloader import Reloader
@@ -22,6 +23,8 @@ class Runtime:
     pipeline: Pipeline
     access: Access
     reloader: Reloader
+    responses: ResponseStore
+    """Stored responses (``/v1/responses``), in the key and usage database."""
     readiness: Readiness
     started_at: int
     metrics_key_hash: str | None = None

@@ -105,3 +105,10 @@ class Metrics:
             ["from", "to"],
             registry=r,
         )
+        self.responses_stored = Counter(
+            "puente_responses_stored_total",
+            "Responses API answers kept for later (stored), or not kept: too large for"
+            " responses.max_bytes (too_large) or the database failed (failed).",
+            ["outcome"],
+            registry=r,
+        )

@@ -50,7 +50,8 @@ from server.pipeline.record import Listener, RequestRecord
 from server.pipeline.request import JSON, ChatRequest, Operation, StreamChunk, UpstreamRequest
 from server.pipeline.snapshot import Snapshot
 from server.pipeline.system_role import shape_for_model
-from server.providers.base import ChunkStream, Embedder, TextCompleter
+from server.pipeline.tokens import estimate
+from server.providers.base import ChunkStream, Embedder, TextCompleter, TokenCounter
 from server.resilience.chain import Attempt, Resilience, Served
 from server.resilience.concurrency import FREE, Lease
 
@@ -148,6 +149,24 @@ class Pipeline:
         self.resilience.catalog = catalog
         return generation
 
+    async def count_input(self, request: ChatRequest) -> tuple[int, bool]:
+        """The input tokens ``request`` would cost on what its model name resolves to (a
+        persona's prompt included), and whether that is the target's exact count or an
+        estimate (``server/pipeline/tokens.py``). Refusals are those of a real request (404)."""
+        snapshot = self.snapshot
+        persona = snapshot.personas.get(request.model)
+        route = snapshot.catalog.resolve(persona.model if persona else request.model)
+        if persona is not None:
+            request = persona.apply(request)
+        if isinstance(route.provider, TokenCounter):
+            try:
+                prepared = request.for_attempt(route.upstream_model)
+                return await route.provider.count_tokens(prepared), True
+            except PuenteError as error:
+                # A count is advice: an engine that cannot count now still gets an estimate.
+                log.info("exact count failed, estimated instead: %s", error.message)
+        return estimate(request.body), False
+
     def in_flight(self, model: str) -> Gauge:
         gauge = self._in_flight.get(model)
         if gauge is None:
@@ -210,6 +229,7 @@ class Exchange:
         self._generation = pipeline.generations.enter()
         self._in_flight: Gauge | None = None
         self._handed_over = False
+        self._stream: AnswerStream | None = None
         self._finished = False
 
     async def __aenter__(self) -> Exchange:
@@ -231,7 +251,11 @@ class Exchange:
             self.record.client_left()
         elif exc is not None:
             self.record.status, self.record.error_kind = 500, "internal"
-        if exc is not None or not self._handed_over:
+        if exc is not None and self._stream is not None:
+            # The stream was opened but never handed to a client (its front door failed to
+            # start it): close the upstream too, which finishes the request.
+            await self._stream.aclose()
+        elif exc is not None or not self._handed_over:
             await self.finish()
 
     async def finish(self) -> None:
@@ -299,7 +323,7 @@ class Exchange:
         if verdict.usage:
             chunks = with_check_usage(chunks, verdict.usage)
         self._handed_over = True
-        return AnswerStream(
+        self._stream = AnswerStream(
             self,
             stack,
             chunks,
@@ -308,6 +332,7 @@ class Exchange:
             rename=served.route.upstream_model != shown,
             lease=served.lease,
         )
+        return self._stream
 
     # -- the steps -----------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ def _is_union_tag(part: str) -> bool:
     return part in _UNION_TAGS or "[" in part or "-" in part
 
 
-def _first_error(exc: ValidationError) -> InvalidRequest:
+def first_error(exc: ValidationError) -> InvalidRequest:
     err = exc.errors(include_url=False)[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
     param = param_path(loc) or None
@@ -139,7 +139,7 @@ class ChatRequest(UpstreamRequest):
         try:
             _ChatRequestSchema.model_validate(body)
         except ValidationError as exc:
-            raise _first_error(exc) from None
+            raise first_error(exc) from None
         options = body.get("stream_options") or {}
         return cls(
             body=body,

@@ -35,6 +35,8 @@ DEFAULT_MAX_TOKENS = 4096
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
 
+# Anthropic's stop_reason → OpenAI's finish_reason. Read backwards by the Messages front door
+# (server/api/messages/), the first stop_reason listed for a finish_reason is the one it becomes.
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -44,6 +46,11 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+STOP_REASONS = {finish: stop for stop, finish in reversed(FINISH_REASONS.items())}
+
+# OpenAI's tool_choice modes ↔ Anthropic's tool_choice types (a named tool is ``tool`` ↔
+# ``function``); the Messages front door reads it backwards.
+TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 # Fields of an OpenAI request this module reads; any other is left behind (and logged).
 _READ = frozenset(
@@ -148,14 +155,12 @@ def convert_messages(messages: list[JSON]) -> tuple[list[str], list[JSON]]:
 
 def _tool_choice(body: JSON) -> JSON | None:
     choice = p.tool_choice(body)
-    if choice is not None and choice.mode == "none":
-        return {"type": "none"}
-    if choice is None or choice.mode == "auto":
-        out: JSON = {"type": "auto"}
-    elif choice.mode == "required":
-        out = {"type": "any"}
+    if choice is not None and choice.mode == "function":
+        out: JSON = {"type": "tool", "name": choice.name}
     else:
-        out = {"type": "tool", "name": choice.name}
+        out = {"type": TOOL_CHOICES[choice.mode if choice is not None else "auto"]}
+    if out["type"] == "none":
+        return out
     if body.get("parallel_tool_calls") is False:
         out["disable_parallel_tool_use"] = True
     elif choice is None:

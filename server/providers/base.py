@@ -5,7 +5,8 @@ from its vendor's wire format inside its own module. It raises only ``server.err
 
 Every provider does chat (``Provider``). Other abilities are small opt-in interfaces that the
 pipeline looks for: ``Embedder`` (``/v1/embeddings``), ``TextCompleter`` (legacy
-``/v1/completions``) and ``EngineOwner`` (a launched engine that a reload can hand over).
+``/v1/completions``), ``TokenCounter`` (exact ``count_tokens``) and ``EngineOwner`` (a
+launched engine that a reload can hand over).
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ class TextCompleter(Protocol):
     async def complete_text(self, request: UpstreamRequest) -> JSON: ...
 
     def stream_text(self, request: UpstreamRequest) -> ChunkStream: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts a chat request's input tokens exactly, with the model's own tokenizer and chat
+    template (``POST /v1/messages/count_tokens``; others get an estimate)."""
+
+    async def count_tokens(self, request: ChatRequest) -> int: ...
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import httpx2
 
 from server.config import ImageFetchConfig, ModelConfig
 from server.providers.images import ImageFetcher
+from server.providers.sdk_limits import BoundedTransport
 
 
 class CloudClients:
@@ -23,9 +24,12 @@ class CloudClients:
         if self._http is None:
             # No pool cap: per-model limits decide concurrency. Redirects are not followed: a
             # vendor API never redirects a POST, and a proxy that does is misconfigured.
+            # Every response passes through the upstream limits (``sdk_limits``).
+            pool = httpx2.AsyncHTTPTransport(
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+            )
             self._http = httpx2.AsyncClient(
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=100),
-                follow_redirects=False,
+                transport=BoundedTransport(pool), follow_redirects=False
             )
         return self._http
 

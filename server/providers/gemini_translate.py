@@ -28,7 +28,7 @@ from server.errors import UpstreamProtocolError
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
 from server.providers import chat_params as p
 from server.providers import chat_shapes as shapes
-from server.providers.images import Image, ImageFetcher, parse_data_url
+from server.providers.images import Image, ImageBudget, ImageFetcher, parse_data_url
 
 log = logging.getLogger("puente.gemini")
 
@@ -81,12 +81,13 @@ _READ = frozenset(
 # -- request --------------------------------------------------------------------------------------
 
 
-async def _image(part: p.ImageURL, images: ImageFetcher) -> types.Part:
+async def _image(part: p.ImageURL, images: ImageFetcher, budget: ImageBudget) -> types.Part:
     image: Image
+    budget.admit(part.param)
     if part.url.startswith("data:"):
-        image = parse_data_url(part.url, part.param)
+        image = budget.spend(parse_data_url(part.url, part.param), part.param)
     elif part.url.startswith(("https://", "http://")):
-        image = await images.fetch(part.url, part.param)
+        image = await images.fetch(part.url, part.param, budget)
     else:
         raise p.invalid(part.param, "Image URLs must be http(s) or data: URLs.")
     return types.Part(inline_data=types.Blob(mime_type=image.media_type, data=image.data))
@@ -131,6 +132,7 @@ async def convert_messages(
     system: list[str] = []
     contents: list[types.Content] = []
     names: dict[str, str] = {}
+    budget = images.budget()
 
     def add(role: str, parts: list[types.Part]) -> None:
         if not parts:
@@ -153,7 +155,7 @@ async def convert_messages(
                 if isinstance(part, p.Text):
                     parts.append(types.Part(text=part.text))
                 else:
-                    parts.append(await _image(part, images))
+                    parts.append(await _image(part, images, budget))
             add("user", parts)
         elif role == "assistant":
             text = p.plain_text(content, f"{param}.content", VENDOR)
@@ -189,6 +191,17 @@ def _tool_config(body: JSON) -> types.ToolConfig | None:
     )
 
 
+def _number(body: JSON, key: str, *, integer: bool = False) -> Any:
+    """A numeric field as Gemini's config takes it, or a 400 naming it (not the SDK's 500)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        kind = "an integer" if integer else "a number"
+        raise p.invalid(key, f"'{key}' must be {kind}.")
+    return value
+
+
 async def build_request(
     request: ChatRequest, images: ImageFetcher
 ) -> tuple[list[types.Content], types.GenerateContentConfig]:
@@ -199,21 +212,25 @@ async def build_request(
     if ignored:
         log.debug("fields Gemini has no counterpart for, left out: %s", ", ".join(ignored))
     system, contents = await convert_messages(request.messages, images)
+    if not contents:
+        raise p.invalid(
+            "messages", "Gemini needs at least one user or assistant message, not only system ones."
+        )
     fmt = p.response_format(body)
     functions = p.functions(body, VENDOR)
-    n = body.get("n") or 1
+    n = _number(body, "n", integer=True) or 1
     config = types.GenerateContentConfig(
         system_instruction=(
             types.Content(parts=[types.Part(text=t) for t in system]) if system else None
         ),
-        temperature=body.get("temperature"),
-        top_p=body.get("top_p"),
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
         candidate_count=n if n > 1 else None,
         max_output_tokens=p.max_tokens(body),
         stop_sequences=p.stop_sequences(body) or None,
-        seed=body.get("seed"),
-        presence_penalty=body.get("presence_penalty"),
-        frequency_penalty=body.get("frequency_penalty"),
+        seed=_number(body, "seed", integer=True),
+        presence_penalty=_number(body, "presence_penalty"),
+        frequency_penalty=_number(body, "frequency_penalty"),
         response_mime_type="application/json" if fmt.kind != "text" else None,
         response_json_schema=fmt.schema,
         tools=[
@@ -242,6 +259,10 @@ def usage(meta: types.GenerateContentResponseUsageMetadata | None) -> JSON:
     """OpenAI counts thinking in ``completion_tokens``; Gemini's candidates count leaves it out."""
     if meta is None:
         return shapes.usage(0, 0)
+    counts = meta.model_dump(exclude_none=True).values()
+    if any(isinstance(n, int) and n < 0 for n in counts):
+        # A negative count would pay the client's budget back; refuse the answer instead.
+        raise UpstreamProtocolError("Gemini reported usage that is not token counts.")
     thoughts = meta.thoughts_token_count or 0
     prompt = (meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0)
     return shapes.usage(

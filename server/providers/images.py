@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -19,7 +18,12 @@ from yarl import URL
 
 from server.config import ImageFetchConfig
 from server.errors import InvalidRequest
-from server.providers.address_guard import AddressPolicy, ForbiddenAddress, GuardedResolver
+from server.providers.address_guard import (
+    AddressPolicy,
+    ForbiddenAddress,
+    GuardedResolver,
+    literal_address,
+)
 
 log = logging.getLogger("puente.images")
 
@@ -42,8 +46,50 @@ class Image:
         return base64.b64encode(self.data).decode("ascii")
 
 
-def _bad(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_image_url")
+def _bad(param: str, message: str, code: str = "invalid_image_url") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+class ImageBudget:
+    """What the images of one request may cost together: a few bytes of request must not make
+    Puente fetch and hold hundreds of megabytes (``max_images``, ``max_total_bytes``)."""
+
+    def __init__(self, config: ImageFetchConfig) -> None:
+        self.config = config
+        self.count = 0
+        self.spent = 0
+
+    def admit(self, param: str) -> None:
+        """One more image; refused past ``max_images``."""
+        self.count += 1
+        if self.count > self.config.max_images:
+            raise _bad(
+                param,
+                f"A request may carry at most {self.config.max_images} images.",
+                code="too_many_images",
+            )
+
+    @property
+    def room(self) -> int:
+        """Bytes the next image may have."""
+        return max(0, min(self.config.max_bytes, self.config.max_total_bytes - self.spent))
+
+    def spend(self, image: Image, param: str) -> Image:
+        if len(image.data) > self.room:
+            raise self.too_big(param)
+        self.spent += len(image.data)
+        return image
+
+    def too_big(self, param: str) -> InvalidRequest:
+        if self.config.max_bytes <= self.config.max_total_bytes - self.spent:
+            return _bad(
+                param, f"The image is larger than the limit of {self.config.max_bytes} bytes."
+            )
+        return _bad(
+            param,
+            f"The request's images are larger than the limit of {self.config.max_total_bytes} "
+            "bytes together.",
+        )
 
 
 def sniff(data: bytes) -> str | None:
@@ -95,10 +141,17 @@ class ImageFetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, url: str, param: str) -> Image:
+    def budget(self) -> ImageBudget:
+        """A fresh budget for the images of one request."""
+        return ImageBudget(self.config)
+
+    async def fetch(self, url: str, param: str, budget: ImageBudget | None = None) -> Image:
+        """The image at ``url``, within ``budget`` (a request's; one image's own when None).
+        The caller ``admit``-s the image to the budget; it is charged here."""
+        budget = budget or self.budget()
         try:
             async with asyncio.timeout(self.config.timeout):
-                return await self._follow(URL(url), param)
+                return budget.spend(await self._follow(URL(url), param, budget), param)
         except TimeoutError:
             raise _bad(
                 param, f"The image URL did not answer within {self.config.timeout:g} seconds."
@@ -121,13 +174,14 @@ class ImageFetcher:
             "from loopback, private, link-local or metadata addresses.",
         )
 
-    async def _follow(self, url: URL, param: str) -> Image:
+    async def _follow(self, url: URL, param: str, budget: ImageBudget) -> Image:
         session = self._client()
         for _ in range(self.config.max_redirects + 1):
             if url.scheme not in ("http", "https") or not url.host:
                 raise _bad(param, "Image URLs must be http(s) or data: URLs.")
-            if _is_ip(url.host):
-                # aiohttp connects to address literals without asking the resolver.
+            if literal_address(url.host) is not None:
+                # An address literal (in any spelling a client accepts) may be connected to
+                # without asking the resolver: judge it here.
                 self.policy.check(url.host, url.host)
             async with session.get(url, allow_redirects=False) as response:
                 if response.status in _REDIRECTS and "Location" in response.headers:
@@ -135,7 +189,7 @@ class ImageFetcher:
                     continue
                 if response.status != 200:
                     raise _bad(param, f"The image URL answered HTTP {response.status}.")
-                data = await self._read_capped(response, param)
+                data = await self._read_capped(response, param, budget)
                 declared = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 media_type = sniff(data) or declared
                 if not media_type.startswith("image/"):
@@ -145,22 +199,15 @@ class ImageFetcher:
                 return Image(data, media_type)
         raise _bad(param, f"The image URL redirected more than {self.config.max_redirects} times.")
 
-    async def _read_capped(self, response: aiohttp.ClientResponse, param: str) -> bytes:
-        limit = self.config.max_bytes
-        too_big = _bad(param, f"The image is larger than the limit of {limit} bytes.")
+    async def _read_capped(
+        self, response: aiohttp.ClientResponse, param: str, budget: ImageBudget
+    ) -> bytes:
+        limit = budget.room
         if response.content_length is not None and response.content_length > limit:
-            raise too_big
+            raise budget.too_big(param)
         body = bytearray()
         async for piece in response.content.iter_chunked(64 * 1024):
             body += piece
             if len(body) > limit:
-                raise too_big
+                raise budget.too_big(param)
         return bytes(body)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

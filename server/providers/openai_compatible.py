@@ -1,5 +1,6 @@
 """Any upstream that speaks OpenAI's Chat Completions over HTTP: vLLM, OpenAI-compatible vendors,
-Ollama, llama.cpp's server.
+Ollama, llama.cpp's server; and, on the same request code (``_post`` with a path), its
+``/embeddings`` and legacy ``/completions``.
 
 Requests go out as the client sent them (model name swapped); answers come back parsed once.
 Stream chunks are relayed as the upstream's bytes, parsed only where someone needs to read them.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
+    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -26,9 +28,20 @@ from server.errors import (
     UpstreamTimeout,
 )
 from server.observability.request_context import request_id
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Balancer, Endpoint
-from server.providers.base import Health
+from server.providers.base import ChunkStream, Health
+from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.embeddings import embed_in_batches
+from server.providers.redact import Redactor
+from server.providers.tasks import check_task
+from server.providers.upstream_errors import (
+    auth_failed,
+    brief,
+    check_usage,
+    retry_after,
+    retry_after_header,
+)
 from server.resilience.breaker import CircuitBreaker
 
 log = logging.getLogger("puente.upstream")
@@ -38,8 +51,17 @@ _DONE = b"[DONE]"
 PROBE_INTERVAL = 5.0
 
 
-def error_from_status(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamStatusError:
-    """An upstream's error response as Puente's error, keeping OpenAI-shaped details."""
+def error_from_status(
+    status: int, body: bytes, headers: Mapping[str, str], name: str, redact: Redactor
+) -> PuenteError:
+    """An upstream's error response as Puente's error, keeping OpenAI-shaped details.
+
+    The upstream's words pass through ``redact`` first: some quote the request they refused, its
+    ``Authorization`` header included. A refusal of Puente's own credentials is not the client's
+    to fix, so it never reads as the client's ``invalid_api_key``.
+    """
+    if status in (401, 403):
+        return auth_failed("The upstream", name, status)
     message, error_type, param, code = f"Upstream returned HTTP {status}.", None, None, None
     try:
         parsed = orjson.loads(body) if body else None
@@ -59,15 +81,17 @@ def error_from_status(status: int, body: bytes, headers: Mapping[str, str]) -> U
         # vLLM names the exception class ("BadRequestError"); clients expect OpenAI's types,
         # which UpstreamStatusError derives from the status when none is given.
         error_type = None
-    passed: dict[str, str] = {}
-    if "Retry-After" in headers:
-        passed["Retry-After"] = headers["Retry-After"]
     return UpstreamStatusError(
-        status, message, error_type=error_type, param=param, code=code, headers=passed
+        status,
+        brief(redact(message)),
+        error_type=error_type,
+        param=param and redact(param),
+        code=code and redact(code),
+        headers=retry_after_header(retry_after(headers)),
     )
 
 
-def error_from_event(data: Any) -> PuenteError:
+def error_from_event(data: Any, name: str, redact: Redactor) -> PuenteError:
     """An error the upstream sent inside a stream (``data: {"error": {...}}``)."""
     inner = data.get("error") if isinstance(data, dict) else None
     err: dict[str, Any] = (
@@ -75,8 +99,10 @@ def error_from_event(data: Any) -> PuenteError:
     )
     code = err.get("code")
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    if status in (401, 403):
+        return auth_failed("The upstream", name, status)
     message = _str(err.get("message")) or "The upstream failed mid-stream."
-    return UpstreamStatusError(status, message, error_type=_str(err.get("type")))
+    return UpstreamStatusError(status, brief(redact(message)), error_type=_str(err.get("type")))
 
 
 def _str(value: Any) -> str | None:
@@ -98,7 +124,11 @@ class OpenAICompatibleProvider:
             config.upstream_urls, lambda: CircuitBreaker(breaker.failures, breaker.cooldown)
         )
         t = config.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
+        self.limits = config.limits
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.total_timeout, connect=t.connect, sock_read=t.read
+        )
+        self.redact = Redactor.for_model(config)
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -128,14 +158,25 @@ class OpenAICompatibleProvider:
         return {**self._headers, "X-Request-Id": rid} if rid else self._headers
 
     @asynccontextmanager
-    async def _post(self, body: JSON) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the least-busy endpoint and yield the response once its headers arrived.
+    async def _post(
+        self, body: JSON, path: str = "/chat/completions"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to ``path`` under the least-busy endpoint and yield the response once its
+        headers arrived.
 
         An endpoint that refuses the connection is marked down and the next one tried: nothing
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # orjson writes at most 255 levels of nesting but reads 1024: a body it parsed may
+            # not be writable. Only a client's content nests that deep.
+            raise InvalidRequest(
+                "The request is nested too deeply to forward (more than 255 levels).",
+                code="invalid_value",
+            ) from None
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)
@@ -147,10 +188,13 @@ class OpenAICompatibleProvider:
             with self.balancer.track(endpoint):
                 try:
                     response = await self._session.post(
-                        endpoint.url + "/chat/completions",
+                        endpoint.url + path,
                         data=payload,
                         headers=self._request_headers(),
                         timeout=self._timeout,
+                        # A redirect would re-send the prompt and the credentials to wherever
+                        # the upstream points; an API endpoint has no reason to redirect.
+                        allow_redirects=False,
                     )
                 except aiohttp.ClientConnectorError as exc:
                     endpoint.mark_down(f"connect: {exc.os_error or exc}")
@@ -163,11 +207,18 @@ class OpenAICompatibleProvider:
                     ) from None
                 except aiohttp.ClientError as exc:
                     endpoint.breaker.record_failure("connection")
-                    raise _connection_error(self.config.name, exc) from None
+                    raise _connection_error(self.config.name, exc, self.redact) from None
                 try:
                     if response.status >= 400:
-                        raw = await _read(response, self.config.name)
-                        raise error_from_status(response.status, raw, response.headers)
+                        raw = await self._read(response, error=True)
+                        raise error_from_status(
+                            response.status, raw, response.headers, self.config.name, self.redact
+                        )
+                    if response.status >= 300:
+                        raise UpstreamProtocolError(
+                            f"Model '{self.config.name}' answered with a redirect (HTTP "
+                            f"{response.status}), which Puente does not follow."
+                        )
                     endpoint.breaker.record_success()
                     yield response
                 except PuenteError as error:
@@ -184,23 +235,59 @@ class OpenAICompatibleProvider:
                     response.release()
                 return
 
-    async def complete(self, request: ChatRequest) -> JSON:
-        async with self._post(request.upstream_body()) as response:
-            raw = await _read(response, self.config.name)
+    async def _whole(self, body: JSON, path: str, field: str, what: str) -> JSON:
+        """POST ``body`` and return the JSON object answered, which must have ``field``."""
+        async with self._post(body, path) as response:
+            raw = await self._read(response)
+        raw = self.redact.raw(raw) if self.redact else raw
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(
                 f"Model '{self.config.name}' answered with a body that is not JSON."
             ) from None
-        if not isinstance(data, dict) or "choices" not in data:
+        if not isinstance(data, dict) or field not in data:
             raise UpstreamProtocolError(
-                f"Model '{self.config.name}' answered with something that is not a chat completion."
+                f"Model '{self.config.name}' answered with something that is not {what}."
             )
+        check_usage(data.get("usage"), self.config.name)
         return data
 
+    async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
+        return await self._whole(
+            request.upstream_body(), "/chat/completions", "choices", "a chat completion"
+        )
+
+    def stream(self, request: ChatRequest) -> ChunkStream:
+        check_task(self.config, "chat")
+        return self._stream(request, "/chat/completions")
+
+    # -- other abilities: embeddings and legacy completions (server/providers/base.py) ---------
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        body = request.upstream_body()
+
+        async def one(part: JSON) -> JSON:
+            return await self._whole(part, "/embeddings", "data", "a list of embeddings")
+
+        return await embed_in_batches(body, self.config.embedding_batch, one)
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "completions")
+        return await self._whole(
+            request.upstream_body(), "/completions", "choices", "a text completion"
+        )
+
+    def stream_text(self, request: UpstreamRequest) -> ChunkStream:
+        check_task(self.config, "completions")
+        return self._stream(request, "/completions")
+
     @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    async def _stream(
+        self, request: UpstreamRequest, path: str
+    ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
         body = request.upstream_body()
         if not request.include_usage:
             # Ask for usage anyway, to count tokens; the gateway drops that chunk for the client.
@@ -208,40 +295,75 @@ class OpenAICompatibleProvider:
                 **body,
                 "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
             }
-        async with self._post(body) as response:
+        async with self._post(body, path) as response:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 raise UpstreamProtocolError(
                     f"Model '{self.config.name}' did not answer with an event stream."
                 )
-            yield self._chunks(response)
+            chunks = self._chunks(response)
+            try:
+                # Pulled before the gateway answers 200, so an error the upstream sends as its
+                # first event (a 429 from a proxy) keeps its real HTTP status.
+                try:
+                    first: StreamChunk | None = await anext(chunks)
+                except StopAsyncIteration:
+                    first = None
+                yield _after(first, chunks)
+            finally:
+                await chunks.aclose()
 
-    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
-        name = self.config.name
+    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamChunk, None]:
+        name, limit = self.config.name, self.limits.max_line_bytes
         event = b""
         try:
-            async for line in response.content:
+            async for line in lines(response, limit):
                 if line.startswith(b"data:"):
                     data = line[5:].strip()
                     if data == _DONE:
                         return
-                    if event == b"error" or data.startswith(b'{"error"'):
-                        raise error_from_event(_loads_event(data, name))
-                    if not (data.startswith(b"{") and data.endswith(b"}")):
-                        # Chunks are relayed unparsed, so check the one thing a cut-off or
-                        # garbled event cannot fake, rather than hand the client's SDK garbage.
+                    # Any credential the upstream echoed is masked before anyone reads it.
+                    data = self.redact.raw(data) if self.redact else data
+                    parsed = _loads_event(data, name)
+                    if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
+                        raise error_from_event(parsed, name, self.redact)
+                    if not isinstance(parsed, dict):
                         raise UpstreamProtocolError(
-                            f"Model '{name}' sent an event that is not JSON."
+                            f"Model '{name}' sent an event that is not an object."
                         )
-                    yield StreamChunk(data)
+                    check_usage(parsed.get("usage"), name)
+                    # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes unless
+                    # the gateway changes it.
+                    yield StreamChunk(data, parsed)
                     event = b""
                 elif line.startswith(b"event:"):
                     event = line[6:].strip()
                 # Blank lines end an event; comments (":") and other fields are ignored.
+        except TooLarge:
+            raise UpstreamProtocolError(
+                f"Model '{name}' sent a stream line longer than the limit of {limit} bytes."
+            ) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout(f"Model '{name}' stopped sending within its timeout.") from None
         except aiohttp.ClientError as exc:
-            raise _connection_error(name, exc) from None
+            raise _connection_error(name, exc, self.redact) from None
         raise UpstreamProtocolError(f"Model '{name}' ended its stream before [DONE].")
+
+    async def _read(self, response: aiohttp.ClientResponse, *, error: bool = False) -> bytes:
+        """The body, bounded: an error body is cut at its limit (only its message is wanted), an
+        answer over its limit is refused."""
+        name = self.config.name
+        try:
+            if error:
+                return await read_prefix(response, self.limits.max_error_bytes)
+            return await read_body(response, self.limits.max_body_bytes)
+        except TooLarge as exc:
+            raise UpstreamProtocolError(
+                f"Model '{name}' answered with more than the limit of {exc.limit} bytes."
+            ) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(f"Model '{name}' did not finish within its timeout.") from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(name, exc, self.redact) from None
 
     # -- health ------------------------------------------------------------------------------
 
@@ -254,8 +376,9 @@ class OpenAICompatibleProvider:
                 self._probe_url(endpoint),
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,  # the credentials go nowhere but the endpoint
             ) as response:
-                await response.read()
+                # Only the status matters; the body is not read (the connection is closed).
                 if response.status == 200:
                     endpoint.mark_up()
                 else:
@@ -279,24 +402,27 @@ class OpenAICompatibleProvider:
                 await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in down))
 
 
-async def _read(response: aiohttp.ClientResponse, name: str) -> bytes:
-    try:
-        return await response.read()
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"Model '{name}' did not finish within its timeout.") from None
-    except aiohttp.ClientError as exc:
-        raise _connection_error(name, exc) from None
+async def _after(
+    first: StreamChunk | None, rest: AsyncIterator[StreamChunk]
+) -> AsyncIterator[StreamChunk]:
+    if first is None:
+        return
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _loads_event(data: bytes, name: str) -> Any:
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError:  # also for bytes that are not UTF-8
         raise UpstreamProtocolError(f"Model '{name}' sent an event that is not JSON.") from None
 
 
-def _connection_error(name: str, exc: aiohttp.ClientError) -> UpstreamConnectionError:
-    log.warning("upstream of %s failed: %s: %s", name, type(exc).__name__, exc)
+def _connection_error(
+    name: str, exc: aiohttp.ClientError, redact: Redactor
+) -> UpstreamConnectionError:
+    log.warning("upstream of %s failed: %s: %s", name, type(exc).__name__, redact(str(exc)))
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return UpstreamConnectionError(f"The connection to model '{name}' was closed mid-answer.")
     return UpstreamConnectionError(f"Model '{name}' could not be reached.")

@@ -16,14 +16,25 @@ from urllib.parse import urlsplit
 
 import httpx2
 import openai
+import orjson
+from openai.types.chat import ChatCompletion
 
 from server.config import ModelConfig
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.errors import UpstreamProtocolError
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.cloud import CloudClients, sdk_timeout
+from server.providers.embeddings import embed_in_batches
 from server.providers.sdk_base import SDKProvider
+from server.providers.tasks import check_task
+from server.providers.upstream_errors import check_usage
 from server.providers.vendor_errors import OPENAI
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Most inputs OpenAI takes in one embeddings request.
+EMBEDDING_BATCH = 2048
+
+_EMBEDDING_OWN = ("model", "input", "encoding_format")
 
 # Sent as the SDK's own arguments; everything else in the body goes in ``extra_body``.
 _OWN = ("model", "messages", "stream")
@@ -60,6 +71,7 @@ class OpenAIProvider(SDKProvider):
         return extra
 
     async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
         result = await self.call(
             self.client.chat.completions.create(
                 model=request.upstream_model,
@@ -67,11 +79,21 @@ class OpenAIProvider(SDKProvider):
                 extra_body=self._extra(request, stream=False),
             )
         )
-        return result.to_dict(mode="json")
+        if not isinstance(result, ChatCompletion):
+            # The SDK hands back text when the answer is not JSON (an event stream, a proxy's
+            # page): there is no completion in it.
+            raise UpstreamProtocolError(
+                f"{self.vendor} answered model '{self.config.name}' with something that is not a "
+                "chat completion."
+            )
+        data = result.to_dict(mode="json")
+        check_usage(data.get("usage"), self.config.name)  # the SDK does not validate answers
+        return data
 
     def stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "chat")
         return self.open_stream(self._chunks(request))
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -80,6 +102,75 @@ class OpenAIProvider(SDKProvider):
             messages=cast(Any, request.messages),
             stream=True,
             extra_body=self._extra(request, stream=True),
+        )
+        try:
+            async for chunk in stream:
+                data = chunk.to_dict(mode="json")
+                check_usage(data.get("usage"), self.config.name)
+                yield StreamChunk(data=data)
+        finally:
+            await stream.close()
+
+    # -- other abilities: embeddings and legacy completions (server/providers/base.py) ---------
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        limit = self.config.embedding_batch or EMBEDDING_BATCH
+        return await embed_in_batches(request.upstream_body(), limit, self._embed)
+
+    async def _embed(self, body: JSON) -> JSON:
+        # The vendor's JSON as it came: without ``encoding_format`` the SDK asks for base64 (and
+        # would decode it into Python floats); the front door hands the client the format it
+        # asked for, so nothing is decoded here only to be encoded again.
+        extra = {k: v for k, v in body.items() if k not in _EMBEDDING_OWN}
+        encoding = body.get("encoding_format")
+        response = await self.call(
+            self.client.embeddings.with_raw_response.create(
+                model=body["model"],
+                input=body["input"],
+                encoding_format=encoding if encoding in ("float", "base64") else openai.omit,
+                extra_body=extra,
+            )
+        )
+        try:
+            data = orjson.loads(response.http_response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise UpstreamProtocolError(
+                f"Model '{self.config.name}' answered with something that is not embeddings."
+            )
+        return data
+
+    def _text_extra(self, request: UpstreamRequest, stream: bool) -> JSON:
+        extra = {k: v for k, v in request.body.items() if k not in ("model", "prompt", "stream")}
+        if stream and not request.include_usage:
+            extra["stream_options"] = {**(extra.get("stream_options") or {}), "include_usage": True}
+        return extra
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "completions")
+        result = await self.call(
+            self.client.completions.create(
+                model=request.upstream_model,
+                prompt=request.body.get("prompt"),
+                extra_body=self._text_extra(request, stream=False),
+            )
+        )
+        return result.to_dict(mode="json")
+
+    def stream_text(
+        self, request: UpstreamRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "completions")
+        return self.open_stream(self._text_chunks(request))
+
+    async def _text_chunks(self, request: UpstreamRequest) -> AsyncGenerator[StreamChunk, None]:
+        stream = await self.client.completions.create(
+            model=request.upstream_model,
+            prompt=request.body.get("prompt"),
+            stream=True,
+            extra_body=self._text_extra(request, stream=True),
         )
         try:
             async for chunk in stream:

@@ -16,7 +16,9 @@ from typing import TypeVar
 from server.config import ModelConfig
 from server.errors import PuenteError, UpstreamTimeout
 from server.pipeline.request import StreamChunk
+from server.providers import sdk_limits
 from server.providers.base import Health
+from server.providers.redact import Redactor
 from server.providers.vendor_errors import ErrorContext, Translate, translate
 from server.resilience.breaker import CircuitBreaker
 
@@ -34,18 +36,19 @@ class SDKProvider:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        secrets = (config.api_key,) if config.api_key else ()
-        self.context = ErrorContext(self.vendor, config.name, secrets)
+        # The key and every configured header value: all of them travel with each request.
+        self.context = ErrorContext(self.vendor, config.name, Redactor.for_model(config).secrets)
 
     def failure(self, exc: BaseException) -> PuenteError:
         return translate(exc, self.errors, self.context)
 
     async def call(self, work: Awaitable[T]) -> T:
         """Await one SDK call with the model's ``total`` timeout, translating its errors."""
-        total = self.config.timeouts.total
+        total = self.config.total_timeout
         try:
-            async with asyncio.timeout(total):
-                return await work
+            with sdk_limits.using(self.config.limits):
+                async with asyncio.timeout(total):
+                    return await work
         except TimeoutError:
             raise UpstreamTimeout(
                 f"Model '{self.config.name}' did not finish within its {total:g}s timeout."
@@ -59,7 +62,8 @@ class SDKProvider:
     ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
         try:
             try:
-                first: StreamChunk | None = await anext(chunks)
+                with sdk_limits.using(self.config.limits):  # the request is sent here
+                    first: StreamChunk | None = await anext(chunks)
             except StopAsyncIteration:
                 first = None
             except self.caught as exc:
@@ -73,9 +77,17 @@ class SDKProvider:
     ) -> AsyncIterator[StreamChunk]:
         if first is None:
             return
+        total = self.config.total_timeout
+        # Checked per chunk (``timeouts.read`` bounds each wait): a timeout scope held across
+        # ``yield`` would cancel whatever the consumer does between chunks.
+        deadline = asyncio.get_running_loop().time() + total
         yield first
         try:
             async for chunk in chunks:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise UpstreamTimeout(
+                        f"Model '{self.config.name}' did not finish within its {total:g}s timeout."
+                    )
                 yield chunk
         except self.caught as exc:
             raise self.failure(exc) from None

@@ -8,9 +8,10 @@ What a client sees, whichever vendor answered:
 
     vendor said                        Puente answers
     bad request (400, 413, 422 …)      the same status, the vendor's message (key redacted)
-    bad API key (401; Gemini 400       401 authentication_error, Puente's own message
-      API_KEY_INVALID)
-    permission (403), not found (404)  403 permission_error, 404 invalid_request_error
+    bad API key (401; Gemini 400       502 upstream_error / upstream_auth_failed: Puente's own
+      API_KEY_INVALID), permission       credentials were refused, not the client's
+      (403)
+    not found (404)                    404 invalid_request_error
     rate limited (429)                 429 rate_limit_error, Retry-After passed on
     overloaded (503, Anthropic 529)    503 service_unavailable, Retry-After passed on
     vendor timeout (408, 504)          504 timeout
@@ -22,9 +23,7 @@ What a client sees, whichever vendor answered:
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import pydantic
 from google.genai import errors as genai_errors
 
 from server.errors import (
@@ -42,6 +42,14 @@ from server.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
+)
+from server.providers.redact import Redactor
+from server.providers.upstream_errors import (
+    auth_failed,
+    brief,
+    retry_after,
+    retry_after_header,
+    seconds,
 )
 
 log = logging.getLogger("puente.upstream")
@@ -55,40 +63,13 @@ class ErrorContext:
     secrets: tuple[str, ...] = ()
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return Redactor(self.secrets)(text)
 
 
 Translate = Callable[[Any, ErrorContext], PuenteError]
 
 
 # -- shared ---------------------------------------------------------------------------------------
-
-
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def from_status(
@@ -102,28 +83,26 @@ def from_status(
     wait: float | None = None,
 ) -> PuenteError:
     """A vendor's HTTP error status (or its equivalent inside a stream) as Puente's error."""
-    said = ctx.redact(message or f"HTTP {status}")
+    said = brief(ctx.redact(message or f"HTTP {status}"))
     text = f"{ctx.vendor}: {said}"
-    if status == 401:
-        # The vendor's message may quote part of the key; say what the operator must fix instead.
-        return UpstreamStatusError(
-            401,
-            f"{ctx.vendor} rejected the API key configured for model '{ctx.model}'.",
-            error_type="authentication_error",
-            code="invalid_api_key",
-        )
+    if status in (401, 403):
+        return auth_failed(ctx.vendor, ctx.model, status)
     if status == 429:
-        headers = {"Retry-After": str(max(1, round(wait)))} if wait is not None else None
         return UpstreamStatusError(
-            429, text, error_type="rate_limit_error", code="rate_limit_exceeded", headers=headers
+            429,
+            text,
+            error_type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=retry_after_header(wait),
         )
     if status in (503, 529):
         return ServiceUnavailable(text, retry_after=wait, code="overloaded")
     if status in (408, 504):
         return UpstreamTimeout(text)
     if 400 <= status < 500:
-        kind = {403: "permission_error"}.get(status, "invalid_request_error")
-        return UpstreamStatusError(status, text, error_type=kind, code=code, param=param)
+        return UpstreamStatusError(
+            status, text, error_type="invalid_request_error", code=code, param=param
+        )
     return UpstreamStatusError(status if status >= 500 else 502, text, code=code)
 
 
@@ -375,7 +354,7 @@ def _gemini_retry_delay(details: list[dict[str, Any]]) -> float | None:
         delay = detail.get("retryDelay")
         if isinstance(delay, str) and delay.endswith("s"):
             try:
-                return float(delay[:-1])
+                return seconds(float(delay[:-1]))
             except ValueError:
                 return None
     return None
@@ -395,6 +374,8 @@ def _gemini_api(exc: genai_errors.APIError, ctx: ErrorContext) -> PuenteError:
 
 
 GEMINI: dict[type[BaseException], Translate] = {
+    # The SDK validates answers against its types: one that does not fit is off-protocol.
+    pydantic.ValidationError: protocol,
     genai_errors.APIError: _gemini_api,
     genai_errors.ClientError: _gemini_api,
     genai_errors.ServerError: _gemini_api,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
+import orjson
 
 from server.config import LaunchConfig, ModelConfig
 from server.engine.supervisor import Engine
@@ -23,12 +24,18 @@ from server.errors import (
     InvalidRequest,
     ServiceUnavailable,
     UpstreamConnectionError,
+    UpstreamProtocolError,
     UpstreamStatusError,
 )
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Endpoint
 from server.providers.base import EngineOwner, Health
-from server.providers.openai_compatible import PROBE_INTERVAL, OpenAICompatibleProvider
+from server.providers.openai_compatible import (
+    PROBE_INTERVAL,
+    OpenAICompatibleProvider,
+    error_from_status,
+)
+from server.providers.tasks import check_task
 
 # What a client is told to wait while an engine loads or restarts.
 LOADING_RETRY_AFTER = 10.0
@@ -153,7 +160,7 @@ class VLLMProvider(OpenAICompatibleProvider):
             )
 
     @contextmanager
-    def _explained(self, request: ChatRequest) -> Iterator[None]:
+    def _explained(self, request: UpstreamRequest) -> Iterator[None]:
         """vLLM's 400 for tools on an engine without a tool-call parser, made actionable; a
         launched engine that cannot be reached is one that just died and is being restarted
         (the supervisor notices within a moment), so the client is told to come back."""
@@ -185,16 +192,88 @@ class VLLMProvider(OpenAICompatibleProvider):
             ) from None
 
     async def complete(self, request: ChatRequest) -> JSON:
+        check_task(self.config, "chat")
         self._check_engine()
         with self._explained(request):
             return await super().complete(request)
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "chat")
         self._check_engine()
         with self._explained(request):
             async with super().stream(request) as chunks:
                 yield chunks
+
+    async def embed(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "embeddings")
+        self._check_engine()
+        with self._explained(request):
+            return await super().embed(request)
+
+    async def complete_text(self, request: UpstreamRequest) -> JSON:
+        check_task(self.config, "completions")
+        self._check_engine()
+        with self._explained(request):
+            return await super().complete_text(request)
+
+    @asynccontextmanager
+    async def stream_text(
+        self, request: UpstreamRequest
+    ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        check_task(self.config, "completions")
+        self._check_engine()
+        with self._explained(request):
+            async with super().stream_text(request) as chunks:
+                yield chunks
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The engine's own count of this request's prompt: vLLM's ``POST /tokenize`` (beside
+        ``/v1``) applies the model's chat template, tools included, as a completion would."""
+        self._check_engine()
+        endpoint = self.balancer.pick()
+        if endpoint is None:
+            raise UpstreamConnectionError(f"No endpoint of model '{self.config.name}' is up.")
+        body: JSON = {
+            "model": request.upstream_model,
+            "messages": request.messages,
+            "add_generation_prompt": True,
+        }
+        if request.body.get("tools"):
+            body["tools"] = request.body["tools"]
+        url = endpoint.url.removesuffix("/v1") + "/tokenize"
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(
+                "The request is nested too deeply to count (more than 255 levels).",
+                code="invalid_value",
+            ) from None
+        try:
+            async with self._session.post(
+                url,
+                data=payload,
+                headers=self._request_headers(),
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                if response.status >= 400:
+                    raw = await self._read(response, error=True)
+                    raise error_from_status(
+                        response.status, raw, response.headers, self.config.name, self.redact
+                    )
+                raw = await self._read(response)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamConnectionError(
+                f"Model '{self.config.name}' could not count tokens: {type(exc).__name__}."
+            ) from None
+        try:
+            count = orjson.loads(raw).get("count")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
+        if not isinstance(count, int):
+            raise UpstreamProtocolError(f"Model '{self.config.name}' answered /tokenize oddly.")
+        return count
 
     async def health(self, timeout: float = 3.0) -> Health:
         if self.engine is not None and self.engine.state != "ready":

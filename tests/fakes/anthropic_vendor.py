@@ -10,7 +10,8 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, and checked agai
 - Errors: ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with the documented
   statuses (400, 401, 403, 404, 413, 429 + ``retry-after``, 500, 529 ``overloaded_error``).
 - Requests are checked the way the API checks them: unknown top-level fields ("Extra inputs are
-  not permitted"; sampling parameters only under API version 2023-06-01), roles alternating and
+  not permitted"; sampling parameters only under API version 2023-06-01; ``context_management``
+  and mid-conversation ``system`` turns only with their betas), roles alternating and
   starting with user, non-empty text blocks, every ``tool_use`` answered by a ``tool_result`` in
   the next user turn.
 - Streams: ``event:`` lines, ``message_start`` / ``content_block_start`` / ``ping`` /
@@ -57,6 +58,13 @@ TOP_LEVEL = {
     "speed",
 }
 SAMPLING = {"temperature", "top_p", "top_k"}
+# Betas that change what a request may hold (Claude Code sends both).
+CONTEXT_MANAGEMENT = "context-management-2025-06-27"  # the top-level ``context_management``
+# ``system`` turns in ``messages``: the beta's name in Claude Code 2.1.197, then in 2.1.332.
+MID_CONVERSATION_SYSTEM = {
+    "mid-conversation-system-2026-04-07",
+    "mid-conversation-tool-changes-2026-07-01",
+}
 STATUS_OF = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -87,6 +95,12 @@ def error_response(kind: str, message: str, headers: dict[str, str] | None = Non
     return web.json_response(error_body(kind, message), status=STATUS_OF[kind], headers=headers)
 
 
+def _prompt_words(body: dict[str, Any]) -> int:
+    """The fake's token count: words, plus three per message."""
+    words = sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
+    return words + len(_text_of(body.get("system")).split())
+
+
 def _text_of(block: Any) -> str:
     if isinstance(block, str):
         return block
@@ -100,6 +114,7 @@ class FakeAnthropic(VendorServer):
 
     def vendor_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
 
     # -- checks the API makes ------------------------------------------------------------------
 
@@ -109,8 +124,10 @@ class FakeAnthropic(VendorServer):
             given = headers["authorization"][7:]
         return given == self.api_key
 
-    def _validate(self, body: dict[str, Any], version: str) -> None:
+    def _validate(self, body: dict[str, Any], version: str, betas: set[str]) -> None:
         allowed = TOP_LEVEL | (SAMPLING if version == LEGACY_VERSION else set())
+        if CONTEXT_MANAGEMENT in betas:
+            allowed |= {"context_management"}
         for key in body:
             if key not in allowed:
                 raise Invalid(f"{key}: Extra inputs are not permitted")
@@ -126,8 +143,14 @@ class FakeAnthropic(VendorServer):
         if not messages:
             raise Invalid("messages: at least one message is required")
         previous_tool_uses: list[str] = []
+        turn = 0  # user and assistant turns alternate; system turns (a beta) stand aside
         for i, message in enumerate(messages):
-            expected = "user" if i % 2 == 0 else "assistant"
+            if message.get("role") == "system" and MID_CONVERSATION_SYSTEM & betas:
+                if not _text_of(message.get("content")):
+                    raise Invalid(f"messages.{i}: system content must be non-empty text")
+                continue
+            expected = "user" if turn % 2 == 0 else "assistant"
+            turn += 1
             if message.get("role") != expected:
                 raise Invalid(
                     f"messages: roles must alternate between 'user' and 'assistant', "
@@ -205,13 +228,30 @@ class FakeAnthropic(VendorServer):
         if plan.get("status"):
             return self._programmed_error(plan, headers)
         try:
-            self._validate(body, version)
+            betas = {b.strip() for b in headers.get("anthropic-beta", "").split(",")}
+            self._validate(body, version, betas)
         except Invalid as exc:
             return error_response("invalid_request_error", exc.message)
         message = self._answer(body, plan)
         if body.get("stream"):
             return await self._stream(request, message, plan)
         return web.json_response(message, headers={"request-id": "req_fake"})
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/count_tokens``: the same body without ``max_tokens``."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        body = orjson.loads(await request.read())
+        await self.record(request, body)
+        if not self._authorised(headers):
+            return error_response("authentication_error", "invalid x-api-key")
+        for key in ("max_tokens", "stream", "stop_sequences", "temperature", "metadata"):
+            if key in body:
+                return error_response(
+                    "invalid_request_error", f"{key}: Extra inputs are not permitted"
+                )
+        if not body.get("messages"):
+            return error_response("invalid_request_error", "messages: Field required")
+        return web.json_response({"input_tokens": _prompt_words(body)})
 
     def _programmed_error(self, plan: dict[str, Any], headers: dict[str, str]) -> web.Response:
         status = int(plan["status"])
@@ -238,8 +278,7 @@ class FakeAnthropic(VendorServer):
         tools = body.get("tools") or []
         choice = (body.get("tool_choice") or {}).get("type", "auto")
         calls = int(plan.get("tool_calls", 1 if tools and choice != "none" else 0))
-        prompt_words = sum(len(_text_of(m["content"]).split()) + 3 for m in messages)
-        prompt_words += len(_text_of(body.get("system")).split())
+        prompt_words = _prompt_words(body)
         content: list[dict[str, Any]] = []
         stop_reason, stop_sequence = "end_turn", None
         if calls and not results and choice != "none":

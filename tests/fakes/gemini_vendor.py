@@ -4,6 +4,8 @@ Wire format as documented at https://ai.google.dev/api/generate-content and chec
 ``google-genai`` SDK's own types (whose models forbid unknown fields): every answer and stream
 piece is validated with ``types.GenerateContentResponse`` before it is sent.
 
+- ``POST /v1beta/models/{model}:batchEmbedContents`` (``requests``: at most 100, each naming
+  ``models/{model}``; answers ``{"embeddings": [{"values": [...]}]}``, no token counts).
 - ``POST /v1/models/{model}:generateContent`` (the SDK's default version; ``/v1beta/…`` too) and
   ``:streamGenerateContent?alt=sse`` (``data: {...}`` frames, the last one with ``finishReason``
   and the final ``usageMetadata``).
@@ -19,7 +21,9 @@ piece is validated with ``types.GenerateContentResponse`` before it is sent.
 
 Behaviour per upstream model (``program``): ``status`` (+ ``retry_delay``), ``hang``,
 ``error_after`` (stream pieces before an error frame), ``tool_calls``, ``reply``, ``delay``,
-``finish_reason``, ``blocked`` (the prompt is refused: no candidates).
+``finish_reason``, ``blocked`` (the prompt is refused: no candidates); and, as a broken vendor
+would: ``usage`` (merged into ``usageMetadata`` as given, unvalidated) and ``retry_after`` (a raw
+``Retry-After`` header on a programmed error).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import orjson
 from aiohttp import web
 from google.genai import types
 
+from tests.fakes.vectors import vector
 from tests.fakes.vendor_server import VendorServer, sample_for, words
 
 TOP_LEVEL = {
@@ -81,6 +86,9 @@ STATUSES = {
     504: "DEADLINE_EXCEEDED",
 }
 SKIP = b"skip_thought_signature_validator"
+# batchEmbedContents: what each request may hold, and how many requests one call may carry.
+EMBED_FIELDS = {"model", "content", "taskType", "title", "outputDimensionality"}
+EMBED_BATCH = 100
 _ids = itertools.count(1)
 
 
@@ -232,6 +240,8 @@ class FakeGemini(VendorServer):
                     }
                 ],
             )
+        if method == "batchEmbedContents":
+            return self._embed(body, model)
         if method not in ("generateContent", "streamGenerateContent"):
             return error_response(404, f"Method {method} not found.")
         plan = self.behaviour(model)
@@ -244,10 +254,41 @@ class FakeGemini(VendorServer):
         except Invalid as exc:
             return error_response(400, exc.message)
         answer = self._answer(body, model, plan)
+        if plan.get("usage"):
+            answer["usageMetadata"] = {**answer["usageMetadata"], **plan["usage"]}
         if method == "streamGenerateContent":
             if request.query.get("alt") != "sse":
                 return error_response(400, "The fake streams only with alt=sse.")
             return await self._stream(request, answer, plan)
+        return web.json_response(answer)
+
+    def _embed(self, body: dict[str, Any], model: str) -> web.Response:
+        """``batchEmbedContents``: one ``values`` list per request, in order; at most 100."""
+        plan = self.behaviour(model)
+        if plan.get("status"):
+            return self._programmed_error(plan)
+        requests = body.get("requests") or []
+        if not requests:
+            return error_response(400, "* BatchEmbedContentsRequest.requests: is empty")
+        if len(requests) > EMBED_BATCH:
+            return error_response(
+                400, f"* BatchEmbedContentsRequest.requests: at most {EMBED_BATCH} requests."
+            )
+        embeddings = []
+        for i, item in enumerate(requests):
+            unknown = set(item) - EMBED_FIELDS
+            if unknown:
+                return error_response(
+                    400, f'Invalid JSON payload received. Unknown name "{unknown.pop()}"'
+                )
+            if item.get("model") != f"models/{model}":
+                return error_response(
+                    400, f"* BatchEmbedContentsRequest.requests[{i}].model: does not match"
+                )
+            text = _text(item["content"]["parts"])
+            embeddings.append({"values": vector(text, item.get("outputDimensionality"))})
+        answer = {"embeddings": embeddings}
+        types.EmbedContentResponse.model_validate(answer)
         return web.json_response(answer)
 
     def _programmed_error(self, plan: dict[str, Any]) -> web.Response:
@@ -266,7 +307,10 @@ class FakeGemini(VendorServer):
             details = [
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"}
             ]
-        return error_response(status, message, details)
+        response = error_response(status, message, details)
+        if "retry_after" in plan:
+            response.headers["Retry-After"] = str(plan["retry_after"])
+        return response
 
     def _answer(self, body: dict[str, Any], model: str, plan: dict[str, Any]) -> dict[str, Any]:
         contents = body["contents"]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from server.access.storage.base import KeyNameTaken, StorageError, Store, UsageRow, UsageTotal
+from server.access.storage.base import (
+    KeyNameTaken,
+    StorageError,
+    Store,
+    StoredResponse,
+    UsageRow,
+    UsageTotal,
+)
 from server.access.storage.postgres import PostgresStore
 from server.access.storage.sqlite import SQLiteStore
 from server.config import ConfigError, Settings
@@ -53,6 +60,7 @@ __all__ = [
     "KeyNameTaken",
     "StorageError",
     "Store",
+    "StoredResponse",
     "UsageRow",
     "UsageTotal",
     "data_dir",

@@ -66,6 +66,20 @@ class UsageTotal:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A Responses API answer kept for ``previous_response_id`` and ``GET /v1/responses/{id}``:
+    ``input`` and ``response`` are JSON text (the conversation's input items, the Response)."""
+
+    id: str
+    key_name: str | None
+    created_at: float
+    expires_at: float
+    model: str
+    input: str
+    response: str
+
+
 class Store(Protocol):
     """Keys and usage rows. ``migrate`` runs once, before anything else."""
 
@@ -102,6 +116,18 @@ class Store(Protocol):
 
     async def tokens_since(self, ts: float) -> dict[str, int]:
         """Tokens (prompt + completion) per key name in rows at or after ``ts``."""
+        ...
+
+    async def put_response(self, row: StoredResponse) -> None: ...
+
+    async def get_response(self, response_id: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Whether a row was deleted."""
+        ...
+
+    async def prune_responses(self, now: float) -> int:
+        """Delete the responses expired at ``now``; returns how many."""
         ...
 
     async def aclose(self) -> None: ...

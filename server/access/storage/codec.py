@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import orjson
 
 from server.access.keys import ApiKey, Limits
-from server.access.storage.base import UsageRow
+from server.access.storage.base import StoredResponse, UsageRow
 
 KEY_COLUMNS = (
     "id, name, key_hash, hint, models, rpm, tpm, budget_day, budget_month,"
@@ -86,4 +86,31 @@ def usage_params(row: UsageRow) -> tuple[Any, ...]:
         row.prompt_tokens,
         row.completion_tokens,
         row.latency_ms,
+    )
+
+
+RESPONSE_COLUMNS = "id, key_name, created_at, expires_at, model, input, response"
+
+
+def response_params(row: StoredResponse) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.key_name,
+        row.created_at,
+        row.expires_at,
+        row.model,
+        row.input,
+        row.response,
+    )
+
+
+def response_from_row(row: Row) -> StoredResponse:
+    return StoredResponse(
+        id=row["id"],
+        key_name=row["key_name"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        model=row["model"],
+        input=row["input"],
+        response=row["response"],
     )

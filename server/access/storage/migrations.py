@@ -82,6 +82,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX usage_ts ON usage (ts)",
         ),
     ),
+    Migration(
+        2,
+        "stored responses (POST /v1/responses)",
+        sqlite=(
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                key_name TEXT,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                model TEXT NOT NULL,
+                input TEXT NOT NULL,
+                response TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_expires ON responses (expires_at)",
+        ),
+        postgres=(
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                key_name TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                model TEXT NOT NULL,
+                input TEXT NOT NULL,
+                response TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_expires ON responses (expires_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -15,12 +15,21 @@ import asyncpg
 
 from server.access.keys import ApiKey
 from server.access.storage import migrations
-from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.base import (
+    KeyNameTaken,
+    StorageError,
+    StoredResponse,
+    UsageRow,
+    UsageTotal,
+)
 from server.access.storage.codec import (
     KEY_COLUMNS,
+    RESPONSE_COLUMNS,
     USAGE_COLUMNS,
     key_from_row,
     key_params,
+    response_from_row,
+    response_params,
     usage_params,
 )
 
@@ -173,6 +182,38 @@ class PostgresStore:
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._run(select)
+
+    async def put_response(self, row: StoredResponse) -> None:
+        async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+            await conn.execute(
+                f"INSERT INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608
+                " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (id) DO NOTHING",
+                *response_params(row),
+            )
+
+        await self._run(insert)
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        async def select(conn: asyncpg.pool.PoolConnectionProxy) -> StoredResponse | None:
+            sql = f"SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = $1"  # noqa: S608
+            row = await conn.fetchrow(sql, response_id)
+            return None if row is None else response_from_row(row)
+
+        return await self._run(select)
+
+    async def delete_response(self, response_id: str) -> bool:
+        async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+            status = await conn.execute("DELETE FROM responses WHERE id = $1", response_id)
+            return str(status) != "DELETE 0"
+
+        return await self._run(delete)
+
+    async def prune_responses(self, now: float) -> int:
+        async def delete(conn: asyncpg.pool.PoolConnectionProxy) -> int:
+            status = await conn.execute("DELETE FROM responses WHERE expires_at <= $1", now)
+            return int(str(status).split()[-1])
+
+        return await self._run(delete)
 
     async def aclose(self) -> None:
         if self._pool is not None:

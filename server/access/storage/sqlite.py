@@ -18,12 +18,21 @@ from typing import TypeVar
 
 from server.access.keys import ApiKey
 from server.access.storage import migrations
-from server.access.storage.base import KeyNameTaken, StorageError, UsageRow, UsageTotal
+from server.access.storage.base import (
+    KeyNameTaken,
+    StorageError,
+    StoredResponse,
+    UsageRow,
+    UsageTotal,
+)
 from server.access.storage.codec import (
     KEY_COLUMNS,
+    RESPONSE_COLUMNS,
     USAGE_COLUMNS,
     key_from_row,
     key_params,
+    response_from_row,
+    response_params,
     usage_params,
 )
 
@@ -205,6 +214,36 @@ class SQLiteStore:
             return {name: int(total) for name, total in rows}
 
         return await self._reader.run(select)
+
+    async def put_response(self, row: StoredResponse) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO responses ({RESPONSE_COLUMNS})"  # noqa: S608
+                " VALUES (?,?,?,?,?,?,?)",
+                response_params(row),
+            )
+
+        await self._writer.run(insert)
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        def select(conn: sqlite3.Connection) -> StoredResponse | None:
+            sql = f"SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = ?"  # noqa: S608
+            row = conn.execute(sql, (response_id,)).fetchone()
+            return None if row is None else response_from_row(row)
+
+        return await self._reader.run(select)
+
+    async def delete_response(self, response_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+        return await self._writer.run(delete)
+
+    async def prune_responses(self, now: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM responses WHERE expires_at <= ?", (now,)).rowcount
+
+        return await self._writer.run(delete)
 
     async def aclose(self) -> None:
         await self._reader.close()

@@ -1,0 +1,144 @@
+"""Limits at the HTTP layer, before a request reaches the app (``server.http`` in the config).
+
+uvicorn bounds little by itself: with httptools (what ``puente serve`` uses) a request's headers
+may grow without end, a connection may send them one byte a minute, and a connection that never
+sends anything is never closed (its keep-alive timer starts only after a first answer). An
+unauthenticated client could hold memory and sockets that way. This protocol adds what is missing:
+
+- the request line and headers together are at most ``max_header_bytes`` (431 past it, counted as
+  they arrive, so the parser never holds more than that plus one read);
+- at most ``max_headers`` header fields (431);
+- headers must be complete ``header_timeout`` seconds after a connection opens or a new request
+  starts (408 and the connection closed), which also closes connections that never send;
+- uvicorn's own ``timeout_keep_alive`` (idle between requests) and ``limit_concurrency`` (open
+  connections and requests; 503 past it) are set from the same settings by ``uvicorn_options``.
+
+Without httptools (h11), uvicorn's ``h11_max_incomplete_event_size`` bounds the header bytes and
+the keep-alive and connection limits apply; the header count and timeout are httptools-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Any
+
+from server.config import HttpLimits
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.Config`` that apply ``limits``."""
+    options: dict[str, Any] = {
+        "timeout_keep_alive": limits.keep_alive_timeout,
+        "limit_concurrency": limits.max_connections,
+    }
+    if importlib.util.find_spec("httptools") is not None:
+        options["http"] = guarded_httptools(limits)
+    else:
+        options["http"] = "h11"
+        options["h11_max_incomplete_event_size"] = limits.max_header_bytes
+    return options
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that broke a limit."""
+
+
+def guarded_httptools(limits: HttpLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with ``limits`` enforced."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._headers_done = False
+            self._header_bytes = 0
+            self._header_count = 0
+            self._refusal: tuple[int, str] | None = None
+            self._header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._headers_done:
+                self._header_bytes += len(data)
+                self._arm()
+            super().data_received(data)
+            if (
+                not self._headers_done
+                and self._header_bytes > limits.max_header_bytes
+                and not self.transport.is_closing()
+            ):
+                self._refuse(431, f"Request headers exceed {limits.max_header_bytes} bytes.")
+
+        # -- parser callbacks -------------------------------------------------------------------
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            if self._header_count > limits.max_headers:
+                self._refusal = (431, f"More than {limits.max_headers} request headers.")
+                raise _Refused
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._headers_done = True
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            # What arrives next is the next request's headers.
+            self._headers_done = False
+            self._header_bytes = 0
+            self._header_count = 0
+
+        def send_400_response(self, msg: str) -> None:
+            # The parser reports a callback's refusal as a parse error: answer it as itself.
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+            else:
+                super().send_400_response(msg)
+
+        # -- limits -----------------------------------------------------------------------------
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(
+                    limits.header_timeout, self._headers_too_slow
+                )
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._headers_done or self.transport.is_closing():
+                return
+            if self._header_bytes == 0:
+                self.transport.close()  # never said anything: nothing to answer
+            else:
+                self._refuse(408, "Request headers were not received in time.")
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._disarm()
+            body = message.encode()
+            head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+            self.transport.write(
+                head
+                + b"content-type: text/plain; charset=utf-8\r\n"
+                + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                + body
+            )
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol

@@ -1,0 +1,64 @@
+"""Reading an upstream's aiohttp response without letting it decide how much memory Puente uses.
+
+aiohttp (≥ 3.14) decompresses a body piece by piece as it is read, so counting the pieces read
+bounds the *decompressed* size too: a gzip bomb is cut where it crosses the limit, not after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+_PIECE = 64 * 1024
+
+
+class TooLarge(Exception):
+    """The upstream sent more than the limit allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or ``TooLarge`` as soon as it passes ``limit`` bytes."""
+    if response.content_length is not None and response.content_length > limit:
+        raise TooLarge(limit)
+    body = bytearray()
+    async for piece in response.content.iter_chunked(_PIECE):
+        body += piece
+        if len(body) > limit:
+            raise TooLarge(limit)
+    return bytes(body)
+
+
+async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body; the rest is left unread (the connection is closed
+    rather than drained, so an endless error body costs nothing)."""
+    body = bytearray()
+    async for piece in response.content.iter_chunked(_PIECE):
+        body += piece
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
+
+
+async def lines(response: aiohttp.ClientResponse, limit: int) -> AsyncIterator[bytes]:
+    """The body's lines without their ending (``\\n`` or ``\\r\\n``); ``TooLarge`` for a line
+    longer than ``limit`` bytes, before more of it is held."""
+    pending = bytearray()
+    async for piece in response.content.iter_any():
+        pending += piece
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            line = bytes(pending[start:end])
+            if len(line) > limit:
+                raise TooLarge(limit)
+            yield line[:-1] if line.endswith(b"\r") else line
+            start = end + 1
+        del pending[:start]
+        if len(pending) > limit:
+            raise TooLarge(limit)
+    if pending:
+        yield bytes(pending)
