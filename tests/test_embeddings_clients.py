@@ -1,6 +1,7 @@
-"""LangChain on Puente's embeddings and legacy completions, as the course uses it: its
-``OpenAIEmbeddings`` (with tiktoken off: a local model has another tokenizer) and its ``OpenAI``
-text-completion LLM, against the fake upstream."""
+"""RAG frameworks on Puente's embeddings and legacy completions, as the course uses them:
+LangChain's ``OpenAIEmbeddings`` (with tiktoken off: a local model has another tokenizer) and its
+``OpenAI`` text-completion LLM, and LlamaIndex's default embedding class, against the fake
+upstream."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx2
 import langchain_openai
 import pytest
+from llama_index.embeddings.openai import OpenAIEmbedding
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.vectors import vector
@@ -77,3 +79,16 @@ def test_text_completion_llm(
     assert llm.invoke("Cusco fue") == " and then the story of"
     assert "".join(llm.stream("Cusco fue")) == " and then the story of"
     assert fake.state.received[-1]["prompt"] in ("Cusco fue", ["Cusco fue"])
+
+
+def test_llamaindex_default_embedding_class(
+    embed_puente: InProcessPuente, fake: FakeOpenAI
+) -> None:
+    embedding = OpenAIEmbedding(
+        model_name="fake-embed", api_base=embed_puente.base_url, api_key="unused", max_retries=0
+    )
+    documents = embedding.get_text_embedding_batch(PASSAGES)
+    assert [pytest.approx(v) for v in documents] == [vector(p) for p in PASSAGES]
+    # Sync only: its async path opens a client per call that it never closes (a ResourceWarning
+    # that is LlamaIndex's, not Puente's).
+    assert embedding.get_query_embedding("Cusco") == pytest.approx(vector("Cusco"))
