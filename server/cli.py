@@ -68,27 +68,71 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def models_prepare(args: argparse.Namespace) -> int:
-    from server.engine import embedding_model, prepare
+    from server.engine import embedding_model, models, prepare
 
     python = Path(args.engine_python) if args.engine_python else prepare.default_engine_python()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.embedding:
-        what, default_dir = "embedding model", embedding_model.embedding_model_dir()
-        make = embedding_model.prepare_embedding_model
-    else:
-        what, default_dir, make = (
-            "model",
-            prepare.default_model_dir(),
-            prepare.prepare_default_model,
-        )
-    target = Path(args.dir) if args.dir else default_dir
+        target = Path(args.dir) if args.dir else embedding_model.embedding_model_dir()
+        try:
+            folder = embedding_model.prepare_embedding_model(target, python, force=args.force)
+        except prepare.PrepareError as exc:
+            print(f"puente: cannot prepare the default embedding model: {exc}", file=sys.stderr)
+            return 1
+        print(f"default embedding model ready in {folder}")
+        return 0
+    name = args.name
+    if name not in models.MODELS:
+        known = ", ".join(models.MODELS)
+        print(f"puente: unknown model {name!r}; embedded models: {known}", file=sys.stderr)
+        return 2
+    target = Path(args.dir) if args.dir else models.model_dir(name)
     try:
-        folder = make(target, python, force=args.force)
+        folder = models.prepare_model(
+            name, target, python, force=args.force, dtype=args.dtype, progress=print
+        )
     except prepare.PrepareError as exc:
-        print(f"puente: cannot prepare the default {what}: {exc}", file=sys.stderr)
+        print(f"puente: cannot prepare {name}: {exc}", file=sys.stderr)
         return 1
-    print(f"default {what} ready in {folder}")
+    print(f"{name} ready in {folder}")
     return 0
+
+
+def personas_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from server.personas import check
+
+    settings = Settings.from_file(_config_path(args))
+    persona = next((p for p in settings.config.personas if p.name == args.name), None)
+    if persona is None:
+        print(f"puente: no persona named {args.name!r} in {settings.config_path}", file=sys.stderr)
+        return 2
+    try:
+        if args.file:
+            questions = check.battery_from_file(Path(args.file))
+        else:
+            questions = check.battery_from_persona(persona)
+    except check.BatteryError as exc:
+        print(f"puente: {exc}", file=sys.stderr)
+        return 2
+    key = args.key or os.environ.get("PUENTE_API_KEY")
+    where = args.url or "this process"
+    print(f"{persona.name}: {len(questions)} questions, on {persona.model}, via {where}")
+
+    async def run() -> list[check.Outcome]:
+        if args.url:
+            client = check.remote(args.url, key)
+        else:
+            from server.app import create_app
+
+            client = check.in_process(create_app(settings), key)
+        async with client as http:
+            return await check.ask_all(http, persona, questions, lambda o: print(check.line(o)))
+
+    outcomes = asyncio.run(run())
+    print("\n".join(check.totals(outcomes)))
+    return 1 if any(o.error for o in outcomes) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("models", help="manage local models")
     models = p.add_subparsers(dest="models_command", required=True)
     p = models.add_parser(
-        "prepare", help="convert the embedded default model (SmolLM2) for the engine; cached"
+        "prepare",
+        help="download and convert an embedded model for the engine (cached); "
+        "smollm2 (default) or qwen2.5-coder-1.5b",
+    )
+    p.add_argument("name", nargs="?", default="smollm2", help="smollm2 or qwen2.5-coder-1.5b")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="qwen2.5-coder-1.5b only (default: bfloat16 on CPUs with native bf16, else float32)",
     )
     p.add_argument("--dir", help="output folder (default: $PUENTE_CACHE_DIR/models/...)")
     p.add_argument("--engine-python", help="the engine venv's python (default: .venv-engine)")
@@ -123,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the embedded embedding model (all-MiniLM-L6-v2) instead of the chat model",
     )
     p.set_defaults(func=models_prepare)
+
+    p = commands.add_parser("personas", help="work on personas")
+    personas = p.add_subparsers(dest="personas_command", required=True)
+    p = personas.add_parser(
+        "check",
+        help="ask a persona a battery of questions; print farewells, answers and the totals",
+    )
+    p.add_argument("name", help="the persona")
+    p.add_argument("--config", help=f"YAML file (default: $PUENTE_CONFIG or {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--file", help="battery YAML (in_scope, out_of_scope, tricky); default: the persona's scope"
+    )
+    p.add_argument("--url", help="a running Puente (default: start one in this process)")
+    p.add_argument("--key", help="API key (default: $PUENTE_API_KEY)")
+    p.set_defaults(func=personas_check)
 
     p = commands.add_parser("check-config", help="validate a configuration file and exit")
     p.add_argument("--config")

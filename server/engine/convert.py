@@ -70,9 +70,10 @@ def gguf_chat_template(path: Path) -> str:
     return template
 
 
-def save_model(source: Path, dest: Path) -> None:
+def save_model(source: Path, dest: Path, dtype: Any = None) -> None:
+    dtype = torch.float32 if dtype is None else dtype
     loaded = transformers.AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, dtype=torch.float32
+        source.parent, gguf_file=source.name, dtype=dtype
     )
     config = loaded.config
     # The quantization config is what makes save_pretrained refuse; the name/path would write
@@ -80,9 +81,9 @@ def save_model(source: Path, dest: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config._name_or_path = ""
-    config.dtype = torch.float32
+    config.dtype = dtype
     torch.manual_seed(0)  # the fresh init is overwritten below, but keep even that reproducible
-    fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
     # strict: a tensor name or shape that does not line up fails here, not as garbage output.
     fresh.load_state_dict(loaded.state_dict(), strict=True)
     fresh.generation_config = transformers.GenerationConfig(
@@ -93,8 +94,15 @@ def save_model(source: Path, dest: Path) -> None:
     fresh.save_pretrained(dest, safe_serialization=True)
 
 
-def save_tokenizer(source: Path, dest: Path) -> None:
+def save_tokenizer(source: Path, dest: Path, family: str = "smollm2") -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    if family == "qwen2":
+        # Qwen2.5's GGUF carries its own ChatML template (tools included), eos <|im_end|> and
+        # no BOS: keep its tokens as they are, only its template is read from the file.
+        tokenizer.chat_template = gguf_chat_template(source)
+        tokenizer.name_or_path = ""
+        tokenizer.save_pretrained(dest)
+        return
     # SmolLM2's ChatML: every turn is <|im_start|>role ... <|im_end|>; generation stops at
     # <|im_end|>, which is also the pad token. The GGUF asks for no BOS and the template adds
     # none, so the engine must not prepend one either.
@@ -116,16 +124,18 @@ def replace_dir(staged: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def convert(source: Path, dest: Path) -> None:
+def convert(source: Path, dest: Path, dtype: str = "float32", family: str = "smollm2") -> None:
     start = time.monotonic()
     dest.parent.mkdir(parents=True, exist_ok=True)
     staged = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(staged, ignore_errors=True)
     try:
         log(f"loading and dequantizing {source}")
-        save_model(source, staged)
-        save_tokenizer(source, staged)
+        save_model(source, staged, getattr(torch, dtype))
+        save_tokenizer(source, staged, family)
         marker = {"format": FORMAT_VERSION, "source": source.name, "sha256": sha256_of(source)}
+        if dtype != "float32":
+            marker["dtype"] = dtype  # only when not the default: SmolLM2's folder is unchanged
         (staged / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
         # safetensors writes its file 0600; the engine may run as another user than the one
         # who prepared a shared cache (a container image built as root).
@@ -141,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("gguf", type=Path, help="the .gguf file to convert")
     parser.add_argument("output", type=Path, help="folder to write (replaced if it exists)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--family", choices=["smollm2", "qwen2"], default="smollm2")
     args = parser.parse_args(argv)
     # Progress bars would flood the log of whoever runs this; transformers' GGUF loader uses
     # tqdm directly, which only TQDM_DISABLE=1 in the environment silences (prepare.py sets it).
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    convert(args.gguf.resolve(), args.output.resolve())
+    convert(args.gguf.resolve(), args.output.resolve(), args.dtype, args.family)
     return 0
 
 

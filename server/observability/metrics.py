@@ -72,6 +72,26 @@ class Metrics:
             ["persona"],
             registry=r,
         )
+        # The persona scope check (server/personas/scope.py): how often, how long, how much.
+        self.scope_checks = Counter(
+            "puente_persona_scope_checks_total",
+            "Persona scope checks, by verdict: in_scope, out_of_scope, failed (answered anyway).",
+            ["persona", "verdict"],
+            registry=r,
+        )
+        self.scope_check_duration = Histogram(
+            "puente_persona_scope_check_seconds",
+            "Time a persona scope check took, failed ones included.",
+            ["persona"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.scope_check_tokens = Counter(
+            "puente_persona_scope_check_tokens_total",
+            "Tokens persona scope checks used, by kind (prompt, completion).",
+            ["persona", "kind"],
+            registry=r,
+        )
         # Resilience (server/resilience/); breaker states and queue depths are read at scrape.
         self.retries = Counter(
             "puente_retries_total",

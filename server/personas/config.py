@@ -50,6 +50,25 @@ class Caps(_Strict):
     n: Annotated[int, Field(ge=1)] | None = None
 
 
+class Scope(_Strict):
+    """What a persona answers about, checked before it answers (``server/personas/scope.py``).
+
+    With ``check`` on (the default), each question is first classified on the persona's own
+    model; one out of scope gets the exact farewell without the model being asked to answer.
+    """
+
+    description: Annotated[str, Field(min_length=1)]
+    in_scope: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    """Example questions the persona answers (shown to the classifier; `puente personas check`
+    asks them too)."""
+    out_of_scope: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    """Example questions that get the farewell."""
+    check: bool = True
+    """``on``: classify every question first (one short extra call); ``off``: the marker only."""
+    timeout: Annotated[float, Field(gt=0)] = 20.0
+    """Seconds the check may take; past that the persona answers as if it were off."""
+
+
 class PersonaConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     model: Annotated[str, Field(min_length=1)]
@@ -65,6 +84,8 @@ class PersonaConfig(_Strict):
     client_system: ClientSystemPolicy = "append"
     defaults: Sampling = Field(default_factory=Sampling)
     caps: Caps = Field(default_factory=Caps)
+    scope: Scope | None = None
+    """What the persona answers about; with ``scope.check`` on, Puente enforces it."""
     fallbacks: list[str] | None = None
     """Models that answer, in order, when ``model`` fails with a retryable error; unset: the
     model's own ``fallbacks``. Each gets the persona's prompt, translated for its vendor."""
@@ -91,7 +112,13 @@ class PersonaConfig(_Strict):
                 raise ValueError(f"defaults.{key} ({default}) is above caps.{key} ({cap})")
         if not self.system.strip() and not self.rules:
             raise ValueError("a persona needs 'system' text or 'rules'")
+        if self.checks_scope and not self.farewell:
+            raise ValueError("a scope that is checked needs a 'farewell' to answer with")
         return self
+
+    @property
+    def checks_scope(self) -> bool:
+        return self.scope is not None and self.scope.check
 
     def system_prompt(self) -> str:
         parts = [self.system.strip()] if self.system.strip() else []

@@ -36,6 +36,15 @@ from server.lifecycle.generations import Generations
 from server.observability.metrics import Metrics
 from server.personas.farewell import replace_in_completion, replace_in_stream
 from server.personas.persona import Persona, Personas
+from server.personas.scope import (
+    NOT_CHECKED,
+    Verdict,
+    add_usage,
+    check_scope,
+    farewell_completion,
+    farewell_stream,
+    with_check_usage,
+)
 from server.pipeline.catalog import Catalog, Route
 from server.pipeline.record import Listener, RequestRecord
 from server.pipeline.request import JSON, ChatRequest, Operation, StreamChunk, UpstreamRequest
@@ -44,7 +53,7 @@ from server.pipeline.system_role import shape_for_model
 from server.pipeline.tokens import estimate
 from server.providers.base import ChunkStream, Embedder, TextCompleter, TokenCounter
 from server.resilience.chain import Attempt, Resilience, Served
-from server.resilience.concurrency import Lease
+from server.resilience.concurrency import FREE, Lease
 
 log = logging.getLogger("puente.request")
 
@@ -263,6 +272,15 @@ class Exchange:
 
     async def complete(self, request: UpstreamRequest) -> Answer:
         prepared, persona, route = await self._prepare(request)
+        verdict = await self._check_scope(prepared, persona, route)
+        if persona is not None and verdict.out_of_scope:
+            assert isinstance(prepared, ChatRequest)
+            assert persona.config.farewell  # a checked scope requires one
+            data = farewell_completion(
+                prepared, persona.config.farewell, verdict, self._farewell_said
+            )
+            self.record.take_usage(data["usage"])
+            return Answer(data, prepared.model, self.record.answered_by)
         attempt = partial(_whole, prepared, self.record)
         with self._pipeline.drain.track():
             served = await self._serve(prepared, persona, route, attempt)
@@ -270,6 +288,8 @@ class Exchange:
         data, shown = served.value, self._answered(prepared, served, persona)
         if served.route.upstream_model != shown:
             data["model"] = shown
+        if verdict.usage:
+            data["usage"] = add_usage(data.get("usage"), verdict.usage)
         self.record.take_usage(data.get("usage"))
         if persona is not None and (farewell := persona.config.farewell):
             replace_in_completion(data, persona.config.marker, farewell, self._farewell_said)
@@ -279,12 +299,29 @@ class Exchange:
         """Open the upstream stream; errors here still become a plain HTTP error response. The
         returned stream owns the rest of the request: close it (``aclose``) when done."""
         prepared, persona, route = await self._prepare(request)
+        verdict = await self._check_scope(prepared, persona, route)
+        if persona is not None and verdict.out_of_scope:
+            assert isinstance(prepared, ChatRequest)
+            assert persona.config.farewell  # a checked scope requires one
+            said = farewell_stream(prepared, persona.config.farewell, verdict, self._farewell_said)
+            self._handed_over = True
+            return AnswerStream(
+                self,
+                AsyncExitStack(),
+                said,
+                model=prepared.model,
+                answered_by=self.record.answered_by,
+                rename=False,
+                lease=FREE,
+            )
         attempt = partial(_opened, prepared, self.record)
         with self._pipeline.drain.track():
             served = await self._serve(prepared, persona, route, attempt)
         (stack, chunks), shown = served.value, self._answered(prepared, served, persona)
         if persona is not None and (farewell := persona.config.farewell):
             chunks = replace_in_stream(chunks, persona.config.marker, farewell, self._farewell_said)
+        if verdict.usage:
+            chunks = with_check_usage(chunks, verdict.usage)
         self._handed_over = True
         self._stream = AnswerStream(
             self,
@@ -327,6 +364,34 @@ class Exchange:
         self._in_flight = self._pipeline.in_flight(record.model)
         self._in_flight.inc()
         return request, persona, route
+
+    async def _check_scope(
+        self, request: UpstreamRequest, persona: Persona | None, route: Route
+    ) -> Verdict:
+        """A persona with a checked scope: is the question in it? One short classification on
+        the persona's model, through the same resilience path but without fallbacks; its
+        failure lets the model answer (``server/personas/scope.py``)."""
+        if persona is None or not persona.config.checks_scope:
+            return NOT_CHECKED
+        assert isinstance(request, ChatRequest)  # _prepare refuses a persona anything else
+        model = persona.model
+
+        async def ask(check: ChatRequest) -> JSON:
+            with self._pipeline.drain.track():
+                served = await self._pipeline.resilience.run(
+                    self._snapshot.catalog,
+                    self.record,
+                    model,
+                    route,
+                    attempt=partial(_whole, check, self.record),
+                    fallbacks=(),
+                )
+            served.lease.release()
+            # Who answers a farewell; the answer's own model replaces it when there is one.
+            self.record.answered_by = self.headers["x-puente-model"] = served.name
+            return served.value
+
+        return await check_scope(persona.config, request, ask, self._pipeline.metrics)
 
     async def _serve(
         self,

@@ -6,13 +6,16 @@ all. It answers ``reply`` word by word, or fails the way it is told: ``fail`` (a
 before answering, ``fail_times`` times then answers), ``crash`` (an unexpected exception, a bug
 in a provider or translator), ``crash_after`` (that many chunks, then the exception); ``health``
 is what its health check says.
+``verdict`` answers a request that carries a ``json_schema`` ``response_format`` (a persona's
+scope check, ``server/personas/scope.py``): a fixed text, or a function of the request (which
+may raise, as a broken classifier would); such requests are also kept in ``checks``.
 Everything it was asked is kept in ``received``; ``closed`` counts closed streams.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,8 +37,11 @@ class FakeProvider:
         crash: BaseException | None = None,
         crash_after: int | None = None,
         health: Health | None = None,
+        verdict: str | Callable[[ChatRequest], str] | None = None,
     ) -> None:
         self.reply = reply
+        self.verdict = verdict
+        self.checks: list[ChatRequest] = []
         self.health_answer = health or Health("ready")
         self.health_calls = 0
         self.fail = fail
@@ -50,7 +56,7 @@ class FakeProvider:
 
     async def complete(self, request: ChatRequest) -> JSON:
         self._begin(request)
-        words = self._words()
+        words = self._words(self._verdict(request))
         return {
             "id": f"chatcmpl-fake-{len(self.received)}",
             "object": "chat.completion",
@@ -102,8 +108,15 @@ class FakeProvider:
                 self.fail_times -= 1
             raise self.fail
 
-    def _words(self) -> list[str]:
-        parts = self.reply.split(" ")
+    def _verdict(self, request: ChatRequest) -> str | None:
+        fmt = request.body.get("response_format")
+        if self.verdict is None or not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            return None
+        self.checks.append(request)
+        return self.verdict if isinstance(self.verdict, str) else self.verdict(request)
+
+    def _words(self, text: str | None = None) -> list[str]:
+        parts = (self.reply if text is None else text).split(" ")
         return [p if i == 0 else " " + p for i, p in enumerate(parts)]
 
     def _usage(self, request: ChatRequest, words: list[str]) -> dict[str, int]:
