@@ -326,6 +326,10 @@ class ServerConfig(_Strict):
     drain_delay: Annotated[float, Field(ge=0)] = 0.0
     """On SIGTERM, seconds ``/ready`` answers 503 while new requests are still served, so a load
     balancer stops sending before the listener closes."""
+    send_timeout: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds a streamed answer waits for a client to take its next piece; past it the client
+    counts as gone (a client that never reads would otherwise hold its upstream stream and the
+    model's concurrency slot for ever)."""
     console: bool = True
     """The web console at ``/ui`` (``server/console/``); ``false`` answers 404 there."""
 

@@ -114,7 +114,8 @@ async def serve(request: Request, door: FrontDoor[Any]) -> Response:
                 stream = await until_disconnect(request, exchange.open_stream(parsed.request))
                 frames = door.frames(parsed, stream)
                 headers = _headers(exchange.headers, parsed)
-                return SSEResponse(stream, frames, door.stream_error, headers)
+                send_timeout = runtime.pipeline.snapshot.config.server.send_timeout
+                return SSEResponse(stream, frames, door.stream_error, headers, send_timeout)
             answer = await until_disconnect(request, exchange.complete(parsed.request))
             body = await door.render(parsed, answer)
     except PuenteError as error:

@@ -51,6 +51,10 @@ def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
+class ClientTooSlow(OSError):
+    """The client took none of the answer for ``send_timeout`` seconds."""
+
+
 class SSEResponse(Response):
     """Relays ``frames`` (made from ``stream``) as ``text/event-stream``."""
 
@@ -60,6 +64,7 @@ class SSEResponse(Response):
         frames: AsyncIterator[bytes],
         stream_error: Callable[[PuenteError], bytes],
         headers: Mapping[str, str],
+        send_timeout: float,
     ) -> None:
         # Headers are sent by ``_send_all``; the base class is here so frameworks treat this
         # as a finished response and pass it on unchanged.
@@ -70,6 +75,7 @@ class SSEResponse(Response):
         self.frames = frames
         self.stream_error = stream_error
         self.extra_headers = headers
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.ensure_future(self._send_all(send))
@@ -107,13 +113,22 @@ class SSEResponse(Response):
         try:
             with stream.drain.track():
                 async for frame in self.frames:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    message = {"type": "http.response.body", "body": frame, "more_body": True}
+                    try:
+                        async with asyncio.timeout(self.send_timeout):
+                            await send(message)
+                    except TimeoutError:
+                        # The client stopped reading (its socket buffers are full): it is as
+                        # good as gone, and must not hold the upstream and its slot.
+                        raise ClientTooSlow from None
         except PuenteError as error:
             # The 200 and some frames are out: the error goes in the stream. A drain cut-off
             # (``ServiceUnavailable`` from ``track``) ends the same way.
             stream.fail(error)
             log.warning("stream failed after it began: %s", error.message)
             await self._send_error(send, error)
+        except OSError:
+            raise  # the client is gone (a closed socket, or it stopped reading): see __call__
         except Exception:
             log.exception("stream broke after it began")
             internal = PuenteError("The server had an error processing your request.")
