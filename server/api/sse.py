@@ -51,10 +51,6 @@ def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-class ClientTooSlow(OSError):
-    """The client took none of the answer for ``send_timeout`` seconds."""
-
-
 class SSEResponse(Response):
     """Relays ``frames`` (made from ``stream``) as ``text/event-stream``."""
 
@@ -76,16 +72,19 @@ class SSEResponse(Response):
         self.stream_error = stream_error
         self.extra_headers = headers
         self.send_timeout = send_timeout
+        self._sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.ensure_future(self._send_all(send))
         watcher = asyncio.ensure_future(wait_disconnect(receive))
+        stall = asyncio.ensure_future(self._stalled())
         try:
-            await asyncio.wait((sender, watcher), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sender, watcher, stall), return_when=asyncio.FIRST_COMPLETED)
             if not sender.done():
                 sender.cancel()
                 self.stream.record.client_left()
-                log.info("client left mid-stream; upstream closed")
+                why = "stopped reading" if stall.done() else "left mid-stream"
+                log.info("client %s; upstream closed", why)
             await asyncio.gather(sender, return_exceptions=True)
             failure = None if sender.cancelled() else sender.exception()
             if isinstance(failure, OSError):
@@ -94,7 +93,19 @@ class SSEResponse(Response):
                 raise failure
         finally:
             watcher.cancel()
+            stall.cancel()
             await self.stream.aclose()
+
+    async def _stalled(self) -> None:
+        """Return once one frame has waited ``send_timeout`` seconds for the client to take it
+        (its socket buffers are full: it stopped reading). A watchdog rather than a timeout
+        around each send, which would cost a timer per frame."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.send_timeout / 4)
+            since = self._sending_since
+            if since is not None and loop.time() - since >= self.send_timeout:
+                return
 
     async def _send_all(self, send: Send) -> None:
         stream = self.stream
@@ -112,15 +123,13 @@ class SSEResponse(Response):
         )
         try:
             with stream.drain.track():
+                clock = asyncio.get_running_loop().time
                 async for frame in self.frames:
-                    message = {"type": "http.response.body", "body": frame, "more_body": True}
-                    try:
-                        async with asyncio.timeout(self.send_timeout):
-                            await send(message)
-                    except TimeoutError:
-                        # The client stopped reading (its socket buffers are full): it is as
-                        # good as gone, and must not hold the upstream and its slot.
-                        raise ClientTooSlow from None
+                    # Watched by ``_stalled``: a client that stops reading is as good as gone
+                    # and must not hold the upstream and the model's slot.
+                    self._sending_since = clock()
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    self._sending_since = None
         except PuenteError as error:
             # The 200 and some frames are out: the error goes in the stream. A drain cut-off
             # (``ServiceUnavailable`` from ``track``) ends the same way.
@@ -128,7 +137,7 @@ class SSEResponse(Response):
             log.warning("stream failed after it began: %s", error.message)
             await self._send_error(send, error)
         except OSError:
-            raise  # the client is gone (a closed socket, or it stopped reading): see __call__
+            raise  # the client is gone (its socket closed): see __call__
         except Exception:
             log.exception("stream broke after it began")
             internal = PuenteError("The server had an error processing your request.")
