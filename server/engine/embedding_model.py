@@ -18,12 +18,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import time
 import zipfile
 from pathlib import Path
 
-from server.engine.prepare import DOWNLOAD_TIMEOUT_S, PrepareError, exclusive, run_offline
+from server.engine.prepare import DOWNLOAD_TIMEOUT_S, PrepareError, prepare_once, run_offline
 
 __all__ = ["embedding_model_dir", "is_embedding_prepared", "prepare_embedding_model"]
 
@@ -59,30 +57,24 @@ def is_embedding_prepared(model_dir: Path) -> bool:
 def prepare_embedding_model(cache_dir: Path, engine_python: Path, *, force: bool = False) -> Path:
     """Make `cache_dir` the model folder and return it (a few seconds, once). Raises
     PrepareError."""
-    if not force and is_embedding_prepared(cache_dir):
-        return cache_dir
-    if not engine_python.is_file():
-        raise PrepareError(
-            f"engine python {engine_python} not found: run scripts/install-engine.sh "
-            "or set PUENTE_ENGINE_PYTHON"
-        )
-    start = time.monotonic()
-    try:
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PrepareError(f"cannot create {cache_dir.parent}: {exc.strerror}") from exc
-    with exclusive(cache_dir):
-        if not force and is_embedding_prepared(cache_dir):
-            return cache_dir
-        with tempfile.TemporaryDirectory(prefix=".prepare-", dir=cache_dir.parent) as tmp:
-            staged = _fetch_folder(engine_python, Path(tmp))
-            # Moved in whole, so a folder that exists is never half written.
-            if cache_dir.exists():
-                shutil.rmtree(cache_dir)
-            staged.rename(cache_dir)
-    if not is_embedding_prepared(cache_dir):
-        raise PrepareError(f"extraction finished but {cache_dir} is incomplete")
-    logger.info("embedding model ready in %s (%.0f s)", cache_dir, time.monotonic() - start)
+
+    def build(scratch: Path) -> None:
+        staged = _fetch_folder(engine_python, scratch)
+        # Moved in whole, so a folder that exists is never half written.
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir)
+        staged.rename(cache_dir)
+
+    took = prepare_once(
+        cache_dir,
+        engine_python,
+        force=force,
+        ready=is_embedding_prepared,
+        build=build,
+        what="extraction",
+    )
+    if took is not None:
+        logger.info("embedding model ready in %s (%.0f s)", cache_dir, took)
     return cache_dir
 
 

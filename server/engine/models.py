@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,31 +113,28 @@ def prepare_model(
         raise PrepareError(f"unknown model {name!r}; embedded models: {', '.join(MODELS)}")
     if name == SMOLLM2.name:
         return prepare.prepare_default_model(folder, engine_python, force=force)
-    if not force and is_prepared(name, folder):
-        return folder
-    if not engine_python.is_file():
-        raise PrepareError(
-            f"engine python {engine_python} not found: run scripts/install-engine.sh "
-            "or set PUENTE_ENGINE_PYTHON"
-        )
     dtype = dtype or cpu_dtype()
-    started = time.monotonic()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with prepare.exclusive(folder):
-        if not force and is_prepared(name, folder):
-            return folder
-        with tempfile.TemporaryDirectory(prefix=".prepare-", dir=folder.parent) as tmp:
-            source = _assemble_qwen(engine_python, Path(tmp), progress)
-            progress(f"converting to {dtype} (about 1.5 min on 2 quiet cores, 6–7 GB of RAM)")
-            prepare.run_offline(
-                [str(engine_python), str(prepare.CONVERT_SCRIPT), str(source), str(folder),
-                 "--dtype", dtype, "--family", "qwen2"],
-                what=f"converting {QWEN.name}",
-                timeout=QWEN_CONVERT_TIMEOUT_S,
-            )  # fmt: skip
-    if not is_prepared(name, folder):
-        raise PrepareError(f"conversion finished but {folder} is incomplete")
-    progress(f"{name} ready in {folder} ({time.monotonic() - started:.0f} s, {dtype})")
+
+    def build(scratch: Path) -> None:
+        source = _assemble_qwen(engine_python, scratch, progress)
+        progress(f"converting to {dtype} (about 1.5 min on 2 quiet cores, 6–7 GB of RAM)")
+        prepare.run_offline(
+            [str(engine_python), str(prepare.CONVERT_SCRIPT), str(source), str(folder),
+             "--dtype", dtype, "--family", "qwen2"],
+            what=f"converting {QWEN.name}",
+            timeout=QWEN_CONVERT_TIMEOUT_S,
+        )  # fmt: skip
+
+    took = prepare.prepare_once(
+        folder,
+        engine_python,
+        force=force,
+        ready=lambda path: is_prepared(name, path),
+        build=build,
+        what="conversion",
+    )
+    if took is not None:
+        progress(f"{name} ready in {folder} ({took:.0f} s, {dtype})")
     return folder
 
 

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,15 +82,22 @@ def is_prepared(model_dir: Path) -> bool:
     )
 
 
-def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool = False) -> Path:
-    """Make `cache_dir` a complete model folder and return it; anything already there that is
-    not a complete folder (or everything, with `force`) is replaced.
-
-    Takes about half a minute the first time (download + conversion), then returns at once.
-    Raises PrepareError.
-    """
-    if not force and is_prepared(cache_dir):
-        return cache_dir
+def prepare_once(
+    folder: Path,
+    engine_python: Path,
+    *,
+    force: bool,
+    ready: Callable[[Path], bool],
+    build: Callable[[Path], None],
+    what: str,
+) -> float | None:
+    """Make ``folder`` a complete model folder once, for every embedded model: nothing to do when
+    ``ready`` says it is (unless ``force``); else, under a lock beside it (another process may
+    prepare it at the same time), ``build`` fills it using a scratch folder it is given, and
+    ``ready`` must then hold. Returns the seconds it took, or None when there was nothing to do.
+    Raises PrepareError."""
+    if not force and ready(folder):
+        return None
     if not engine_python.is_file():
         raise PrepareError(
             f"engine python {engine_python} not found: run scripts/install-engine.sh "
@@ -98,25 +105,43 @@ def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool =
         )
     start = time.monotonic()
     try:
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PrepareError(f"cannot create {cache_dir.parent}: {exc.strerror}") from exc
-    with exclusive(cache_dir):
+        raise PrepareError(f"cannot create {folder.parent}: {exc.strerror}") from exc
+    with exclusive(folder):
         # Another process (a second gateway, `puente models prepare`) may have finished it
         # while this one waited for the lock.
-        if not force and is_prepared(cache_dir):
-            return cache_dir
-        with tempfile.TemporaryDirectory(prefix=".prepare-", dir=cache_dir.parent) as tmp:
-            source = _fetch_gguf(engine_python, Path(tmp))
-            logger.info("converting %s into %s (about half a minute)", SOURCE_FILE, cache_dir)
-            run_offline(
-                [str(engine_python), str(CONVERT_SCRIPT), str(source), str(cache_dir)],
-                what="converting the default model",
-                timeout=CONVERT_TIMEOUT_S,
-            )
-    if not is_prepared(cache_dir):
-        raise PrepareError(f"conversion finished but {cache_dir} is incomplete")
-    logger.info("default model ready in %s (%.0f s)", cache_dir, time.monotonic() - start)
+        if not force and ready(folder):
+            return None
+        with tempfile.TemporaryDirectory(prefix=".prepare-", dir=folder.parent) as tmp:
+            build(Path(tmp))
+    if not ready(folder):
+        raise PrepareError(f"{what} finished but {folder} is incomplete")
+    return time.monotonic() - start
+
+
+def prepare_default_model(cache_dir: Path, engine_python: Path, *, force: bool = False) -> Path:
+    """Make `cache_dir` a complete model folder and return it; anything already there that is
+    not a complete folder (or everything, with `force`) is replaced.
+
+    Takes about half a minute the first time (download + conversion), then returns at once.
+    Raises PrepareError.
+    """
+
+    def build(scratch: Path) -> None:
+        source = _fetch_gguf(engine_python, scratch)
+        logger.info("converting %s into %s (about half a minute)", SOURCE_FILE, cache_dir)
+        run_offline(
+            [str(engine_python), str(CONVERT_SCRIPT), str(source), str(cache_dir)],
+            what="converting the default model",
+            timeout=CONVERT_TIMEOUT_S,
+        )
+
+    took = prepare_once(
+        cache_dir, engine_python, force=force, ready=is_prepared, build=build, what="conversion"
+    )
+    if took is not None:
+        logger.info("default model ready in %s (%.0f s)", cache_dir, took)
     return cache_dir
 
 
