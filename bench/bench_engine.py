@@ -229,6 +229,11 @@ def summary(rounds: list[Round]) -> dict[str, Any]:
             statistics.median(r.puente_cpu / r.concurrency for r in rounds) * 1000, 1
         ),
         "engine_cpu_share": round(statistics.median(r.engine_cpu / r.seconds for r in rounds), 3),
+        # Puente's CPU against the engine's for the same tokens: the part of the machine Puente
+        # takes from a CPU-bound engine (what moves least with the load).
+        "puente_cpu_per_engine_cpu": round(
+            sum(r.puente_cpu for r in rounds) / max(sum(r.engine_cpu for r in rounds), 1e-9), 5
+        ),
         "load1_median": round(statistics.median(r.load1 for r in rounds), 2),
         "errors": sum(r.errors for r in rounds),
         "rounds": [round(r.tokens_per_s, 2) for r in rounds],
