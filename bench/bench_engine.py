@@ -293,8 +293,8 @@ def start_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
 
 
 def hot_spots(raw: Path, top: int = 25) -> list[str]:
-    """From py-spy's collapsed stacks: where Puente spent its samples, by innermost frame, and
-    by Puente's own function (``server/``) nearest the top of each stack."""
+    """From py-spy's collapsed stacks: where Puente spent its busy samples, by innermost frame,
+    and by Puente's own function (``server/``) nearest the top of each stack."""
     leaves: dict[str, int] = {}
     ours: dict[str, int] = {}
     total = 0
@@ -303,12 +303,14 @@ def hot_spots(raw: Path, top: int = 25) -> list[str]:
         if not stack:
             continue
         n = int(count)
-        total += n
         frames = stack.split(";")
+        if frames[-1].startswith("Runner.run "):
+            continue  # uvloop waiting for events, in C: idle, not work
+        total += n
         leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
-        own = next((f for f in reversed(frames) if "/server/" in f), "(outside server/)")
+        own = next((f for f in reversed(frames) if "(server/" in f), "(outside server/)")
         ours[own] = ours.get(own, 0) + n
-    lines = [f"{total} samples; innermost frames:"]
+    lines = [f"{total} busy samples; innermost frames:"]
     for name, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {n / total:6.1%}  {name}")
     lines.append("nearest Puente frame:")
