@@ -73,7 +73,9 @@ class LaunchConfig(_Strict):
 
     model: str = "default"
     """A model folder, a hub id (hosts with internet), ``default``: the embedded chat model
-    (SmolLM2), or ``default-embedding``: the embedded embedding model (all-MiniLM-L6-v2)."""
+    SmolLM2, an embedded chat model by name (``smollm2``, ``qwen2.5-coder-1.5b``: prepared on
+    first start as ``puente models prepare NAME`` does), or ``default-embedding``: the embedded
+    embedding model (all-MiniLM-L6-v2)."""
     runner: Literal["auto", "generate", "pooling"] | None = None
     """vLLM's ``--runner``: ``pooling`` serves ``/v1/embeddings`` (and no chat). Unset: pooling
     for ``default-embedding``, vLLM's own choice otherwise."""

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
+from server.config import LaunchConfig
 from server.engine import models
 from server.engine.prepare import PrepareError
+from server.engine.supervisor import Engine, engine_command
 
 PARTS = [f"part {i} ".encode() * (i + 3) for i in range(1, models.QWEN_PARTS + 1)]
 WHOLE = b"".join(PARTS)
@@ -112,3 +114,29 @@ def test_the_cli_prepares_by_name(
     assert "[22/22]" in out and f"qwen2.5-coder-1.5b ready in {folder}" in out
     assert main(["models", "prepare", "llama-70b"]) == 2
     assert "embedded models: smollm2, qwen2.5-coder-1.5b" in capsys.readouterr().err
+
+
+async def test_an_engine_names_an_embedded_model(
+    engine_python: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `launch: {model: qwen2.5-coder-1.5b}` (the shipped puente.yaml): prepared on first start
+    # as `puente models prepare` does, then served in the dtype it was converted to.
+    monkeypatch.setenv("PUENTE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PUENTE_ENGINE_PYTHON", str(engine_python))
+    launch = LaunchConfig(model="qwen2.5-coder-1.5b")
+    path = Path(await Engine("qwen", "qwen", launch)._model_path())
+    assert path == tmp_path / "cache" / "models" / models.QWEN.folder
+    assert models.is_prepared("qwen2.5-coder-1.5b", path)
+    dtype = models.folder_dtype(path)
+    assert dtype == models.cpu_dtype()
+    cmd = engine_command(launch, str(path), "qwen", 8100, engine_python, gpu=False,
+                         model_dtype="bfloat16")  # fmt: skip
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
+    # A dtype in the config wins; a folder without one is served as float32 on a CPU.
+    forced = LaunchConfig(model="qwen2.5-coder-1.5b", dtype="float32")
+    cmd = engine_command(forced, str(path), "qwen", 8100, engine_python, gpu=False,
+                         model_dtype="bfloat16")  # fmt: skip
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
+    assert models.folder_dtype(tmp_path) is None
+    plain = engine_command(LaunchConfig(), "/m", "smollm2", 8100, engine_python, gpu=False)
+    assert plain[plain.index("--dtype") + 1] == "float32"

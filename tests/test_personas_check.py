@@ -26,7 +26,7 @@ ANSWER = "La independencia se proclamó el 28 de julio de 1821."
 
 
 def _keyword_verdict(request: ChatRequest) -> str:
-    question = str(request.messages[-1]["content"]).split('"""')[1]
+    question = str(request.messages[-1]["content"])  # the question is the check's last turn
     return '{"in_scope": %s}' % ("true" if "Perú" in question or "Peru" in question else "false")
 
 

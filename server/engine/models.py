@@ -84,6 +84,17 @@ def cpu_dtype(cpuinfo: str | None = None) -> str:
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
+def folder_dtype(folder: Path) -> str | None:
+    """The dtype a prepared folder was converted to, when not float32 (its marker says so);
+    the engine is started in it: a bf16 folder served as float32 takes twice the memory."""
+    try:
+        marker = json.loads((folder / prepare.MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    dtype = marker.get("dtype") if isinstance(marker, dict) else None
+    return dtype if isinstance(dtype, str) else None
+
+
 def is_prepared(name: str, folder: Path) -> bool:
     if name == SMOLLM2.name:
         return prepare.is_prepared(folder)

@@ -23,7 +23,7 @@ from typing import Literal
 import aiohttp
 
 from server.config import LaunchConfig
-from server.engine import embedding_model, prepare, process_group
+from server.engine import embedding_model, models, prepare, process_group
 
 EngineState = Literal["starting", "loading", "ready", "down"]
 
@@ -58,10 +58,19 @@ def free_port() -> int:
 
 
 def engine_command(
-    launch: LaunchConfig, model_path: str, served_name: str, port: int, python: Path, *, gpu: bool
+    launch: LaunchConfig,
+    model_path: str,
+    served_name: str,
+    port: int,
+    python: Path,
+    *,
+    gpu: bool,
+    model_dtype: str | None = None,
 ) -> list[str]:
-    """The engine's command line. On a CPU host: float32 and eager mode, which start in about a
-    minute (torch.compile takes about four); on a GPU the engine's own defaults."""
+    """The engine's command line. On a CPU host: the dtype the folder was converted to
+    (``model_dtype``, bfloat16 where the CPU computes it) or float32, and eager mode, which
+    starts in about a minute (torch.compile takes about four); on a GPU the engine's own
+    defaults."""
     cmd = [
         str(python),
         "-m",
@@ -75,7 +84,7 @@ def engine_command(
         "--port",
         str(port),
     ]
-    dtype = launch.dtype or (None if gpu else "float32")
+    dtype = launch.dtype or (None if gpu else model_dtype or "float32")
     if dtype:
         cmd += ["--dtype", dtype]
     eager = launch.enforce_eager if launch.enforce_eager is not None else not gpu
@@ -181,7 +190,15 @@ class Engine:
         python = Path(self.launch.python) if self.launch.python else prepare.default_engine_python()
         if not python.is_file():
             raise _EngineFailed(f"engine python {python} not found: run scripts/install-engine.sh")
-        cmd = engine_command(self.launch, model_path, self.served_name, self.port, python, gpu=gpu)
+        cmd = engine_command(
+            self.launch,
+            model_path,
+            self.served_name,
+            self.port,
+            python,
+            gpu=gpu,
+            model_dtype=models.folder_dtype(Path(model_path)),
+        )
         self._log.info("starting engine %s on port %d: %s", self.name, self.port, " ".join(cmd))
         self.state, self.detail = "loading", "engine starting"
         try:
@@ -203,6 +220,8 @@ class Engine:
     async def _model_path(self) -> str:
         if self.launch.model == "default-embedding":
             return await self._embedding_model_path()
+        if self.launch.model in models.MODELS:
+            return await self._embedded_model_path(self.launch.model)
         if self.launch.model != "default":
             return self.launch.model
         target = prepare.default_model_dir()
@@ -211,6 +230,24 @@ class Engine:
             try:
                 await asyncio.to_thread(
                     prepare.prepare_default_model, target, prepare.default_engine_python()
+                )
+            except prepare.PrepareError as exc:
+                raise _EngineFailed(str(exc)) from None
+        return str(target)
+
+    async def _embedded_model_path(self, name: str) -> str:
+        """An embedded chat model named in ``launch.model``, prepared on first use (Qwen: a
+        1.07 GB download and a conversion, minutes; its progress goes to the log)."""
+        target = models.model_dir(name)
+        if not models.is_prepared(name, target):
+            self.state, self.detail = "loading", f"preparing {name}"
+            try:
+                await asyncio.to_thread(
+                    models.prepare_model,
+                    name,
+                    target,
+                    prepare.default_engine_python(),
+                    progress=self._log.info,
                 )
             except prepare.PrepareError as exc:
                 raise _EngineFailed(str(exc)) from None

@@ -67,6 +67,12 @@ class Scope(_Strict):
     """``on``: classify every question first (one short extra call); ``off``: the marker only."""
     timeout: Annotated[float, Field(gt=0)] = 20.0
     """Seconds the check may take; past that the persona answers as if it were off."""
+    threshold: float | None = None
+    """Decide by the log-probabilities of the labels ``yes`` / ``no`` instead of a JSON verdict:
+    in scope when ``ln(P(yes) / P(no)) >= threshold``. A small model leans to "yes"; a threshold
+    calibrated on the examples corrects that (``bench/PERSONAS.md``). Needs a model whose API
+    returns ``top_logprobs`` (the local vLLM engine, OpenAI); on one that does not, every check
+    fails and the marker alone answers. Unset: the JSON verdict, which any provider gives."""
 
 
 class PersonaConfig(_Strict):

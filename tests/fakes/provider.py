@@ -9,6 +9,10 @@ is what its health check says.
 ``verdict`` answers a request that carries a ``json_schema`` ``response_format`` (a persona's
 scope check, ``server/personas/scope.py``): a fixed text, or a function of the request (which
 may raise, as a broken classifier would); such requests are also kept in ``checks``.
+``labels`` answers a request that asks for ``logprobs`` (a scope check decided by a threshold)
+as vLLM and OpenAI do: one token, the likeliest of ``labels`` (token → log-probability, or a
+function of the request giving them), all of them as that token's ``top_logprobs``; such
+requests are kept in ``checks`` too.
 Everything it was asked is kept in ``received``; ``closed`` counts closed streams.
 """
 
@@ -38,9 +42,11 @@ class FakeProvider:
         crash_after: int | None = None,
         health: Health | None = None,
         verdict: str | Callable[[ChatRequest], str] | None = None,
+        labels: dict[str, float] | Callable[[ChatRequest], dict[str, float]] | None = None,
     ) -> None:
         self.reply = reply
         self.verdict = verdict
+        self.labels = labels
         self.checks: list[ChatRequest] = []
         self.health_answer = health or Health("ready")
         self.health_calls = 0
@@ -56,6 +62,8 @@ class FakeProvider:
 
     async def complete(self, request: ChatRequest) -> JSON:
         self._begin(request)
+        if (labels := self._labels(request)) is not None:
+            return self._label_completion(request, labels)
         words = self._words(self._verdict(request))
         return {
             "id": f"chatcmpl-fake-{len(self.received)}",
@@ -114,6 +122,34 @@ class FakeProvider:
             return None
         self.checks.append(request)
         return self.verdict if isinstance(self.verdict, str) else self.verdict(request)
+
+    def _labels(self, request: ChatRequest) -> dict[str, float] | None:
+        if self.labels is None or request.body.get("logprobs") is not True:
+            return None
+        self.checks.append(request)
+        return self.labels if isinstance(self.labels, dict) else self.labels(request)
+
+    def _label_completion(self, request: ChatRequest, labels: dict[str, float]) -> JSON:
+        ranked = sorted(labels.items(), key=lambda item: -item[1])
+        top = [{"token": token, "logprob": lp, "bytes": None} for token, lp in ranked]
+        token = ranked[0][0] if ranked else ""
+        logprobs = {"content": [{**top[0], "top_logprobs": top}]} if top else None
+        prompt = self._usage(request, [])["prompt_tokens"]
+        return {
+            "id": f"chatcmpl-fake-{len(self.received)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.upstream_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": token},
+                    "finish_reason": "length",
+                    "logprobs": logprobs,
+                }
+            ],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1},
+        }
 
     def _words(self, text: str | None = None) -> list[str]:
         parts = (self.reply if text is None else text).split(" ")
