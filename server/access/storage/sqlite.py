@@ -1,9 +1,14 @@
 """Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on two threads.
 
-Reads (a key lookup on every request) and writes (usage batches) each get their own connection
-on their own thread, so a batch being written never holds up a lookup: in WAL mode readers do not
-wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a process crash
-and costs no fsync per batch.
+Reads (a key lookup when the key cache misses) and writes (usage batches) each get their own
+connection on their own thread, so a batch being written never holds up a lookup: in WAL mode
+readers do not wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a
+process crash and costs no fsync per batch.
+
+A third connection, on the event loop's thread, answers ``key_epoch`` (is the key cache still
+right?) without a thread hop: ``PRAGMA data_version`` changes when any other connection — this
+process's writer, ``puente keys revoke``, another replica on the same file — committed, which
+reads shared memory and costs a few microseconds; only then are the keys counted again.
 """
 
 from __future__ import annotations
@@ -93,12 +98,40 @@ def _transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     return result
 
 
+# What changes whenever a key is created (one more row) or revoked (one more revoked_at): keys
+# are never deleted and a revocation is never undone, so both counts only grow.
+_KEY_FINGERPRINT = "SELECT COUNT(*), COUNT(revoked_at) FROM api_keys"
+
+
 class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"SQLite {path}"
         self._reader = _Thread(path, "puente-sqlite-read")
         self._writer = _Thread(path, "puente-sqlite-write")
+        self._watch: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        self._fingerprint: tuple[int, int] | None = None
+
+    def key_epoch(self) -> tuple[int, int] | None:
+        """Changes as soon as any connection committed a key change; ``None`` when SQLite cannot
+        tell right now (the caller then asks the database itself)."""
+        try:
+            if self._watch is None:
+                # Never waits for a lock: a busy file means "cannot tell", not a stalled loop.
+                self._watch = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=0, check_same_thread=False
+                )
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                # Counted after reading the version: a commit in between is seen now and again
+                # at the next call, never missed.
+                count, revoked = self._watch.execute(_KEY_FINGERPRINT).fetchone()
+                self._data_version, self._fingerprint = version, (count, revoked)
+        except sqlite3.Error:
+            self._data_version = self._fingerprint = None
+            return None
+        return self._fingerprint
 
     async def migrate(self) -> int:
         try:
@@ -246,5 +279,8 @@ class SQLiteStore:
         return await self._writer.run(delete)
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         await self._reader.close()
         await self._writer.close()
