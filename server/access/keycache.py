@@ -5,11 +5,15 @@ What is kept is what the database answered for a digest: the key (active, expire
 its state is worked out again on every request) or "no such key". It is trusted only while the
 store's ``key_epoch`` is unchanged; the epoch moves on whenever a key is created or revoked:
 
-- SQLite: at once, in every process on the same file (``PRAGMA data_version``, checked on
-  every request);
-- Postgres: within the time a ``NOTIFY`` takes to reach the other replicas (milliseconds); on
-  the replica that revoked, at once (``forget_all``); while the LISTEN connection is down,
-  nothing is cached.
+- in the process that revoked a key (the admin API, the console): at once (``forget_all``);
+- SQLite, in every other process on the same file (``puente keys revoke``, replicas on one
+  host): within ``WATCH_INTERVAL`` (50 ms), when the store's watch thread next sees
+  ``PRAGMA data_version`` move;
+- Postgres, on the other replicas: within the time a ``NOTIFY`` takes to reach them
+  (milliseconds); while a replica's LISTEN connection is down, it caches nothing.
+
+Redis (``redis_url``) holds rate limits only; keys live in the store, so the store is what
+tells replicas about key changes.
 
 A lookup that started before a change and ends after it is not kept (``generation``).
 """

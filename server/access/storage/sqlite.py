@@ -1,14 +1,15 @@
-"""Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on two threads.
+"""Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on three threads.
 
 Reads (a key lookup when the key cache misses) and writes (usage batches) each get their own
 connection on their own thread, so a batch being written never holds up a lookup: in WAL mode
 readers do not wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a
 process crash and costs no fsync per batch.
 
-A third connection, on the event loop's thread, answers ``key_epoch`` (is the key cache still
-right?) without a thread hop: ``PRAGMA data_version`` changes when any other connection — this
-process's writer, ``puente keys revoke``, another replica on the same file — committed, which
-reads shared memory and costs a few microseconds; only then are the keys counted again.
+A third connection, on a thread of its own, tells the key cache when keys may have changed
+(``key_epoch``): every ``WATCH_INTERVAL`` it reads ``PRAGMA data_version``, which moves whenever
+any other connection committed — this process's writer, ``puente keys revoke``, another replica
+on the same file — and only then counts the keys again. (Asking on the event loop's thread on
+every request instead made requests slower than the lookup it saved: bench/README.md.)
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def _transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     return result
 
 
+# How often the key watch looks, and how long what it saw is trusted without a newer look (its
+# thread may wait behind a busy file).
+WATCH_INTERVAL = 0.05
+_WATCH_TRUSTED_FOR = 1.0
+
 # What changes whenever a key is created (one more row) or revoked (one more revoked_at): keys
 # are never deleted and a revocation is never undone, so both counts only grow.
 _KEY_FINGERPRINT = "SELECT COUNT(*), COUNT(revoked_at) FROM api_keys"
@@ -109,29 +115,41 @@ class SQLiteStore:
         self.description = f"SQLite {path}"
         self._reader = _Thread(path, "puente-sqlite-read")
         self._writer = _Thread(path, "puente-sqlite-write")
-        self._watch: sqlite3.Connection | None = None
-        self._data_version: int | None = None
+        self._watcher = _Thread(path, "puente-sqlite-watch")
+        self._watching: asyncio.Task[None] | None = None
+        self._watched_at = -_WATCH_TRUSTED_FOR
         self._fingerprint: tuple[int, int] | None = None
 
     def key_epoch(self) -> tuple[int, int] | None:
-        """Changes as soon as any connection committed a key change; ``None`` when SQLite cannot
-        tell right now (the caller then asks the database itself)."""
-        try:
-            if self._watch is None:
-                # Never waits for a lock: a busy file means "cannot tell", not a stalled loop.
-                self._watch = sqlite3.connect(
-                    self.path, isolation_level=None, timeout=0, check_same_thread=False
-                )
-            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:
-                # Counted after reading the version: a commit in between is seen now and again
-                # at the next call, never missed.
-                count, revoked = self._watch.execute(_KEY_FINGERPRINT).fetchone()
-                self._data_version, self._fingerprint = version, (count, revoked)
-        except sqlite3.Error:
-            self._data_version = self._fingerprint = None
+        """Changes within ``WATCH_INTERVAL`` of a key change committed by any connection; ``None``
+        when the watch has not answered lately (the caller then asks the database itself)."""
+        if self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._watch_keys())
+        if time.monotonic() - self._watched_at > _WATCH_TRUSTED_FOR:
             return None
         return self._fingerprint
+
+    async def _watch_keys(self) -> None:
+        seen: int | None = None
+
+        def look(conn: sqlite3.Connection) -> tuple[int, tuple[int, int] | None]:
+            version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+            if version == seen:
+                return version, self._fingerprint
+            # Counted after reading the version: a commit in between is seen now and again at
+            # the next look, never missed.
+            count, revoked = conn.execute(_KEY_FINGERPRINT).fetchall()[0]
+            return version, (count, revoked)
+
+        while True:
+            try:
+                seen, fingerprint = await self._watcher.run(look)
+            except StorageError:
+                seen = self._fingerprint = None  # not trusted until a look succeeds again
+            else:
+                self._fingerprint = fingerprint
+                self._watched_at = time.monotonic()
+            await asyncio.sleep(WATCH_INTERVAL)
 
     async def migrate(self) -> int:
         try:
@@ -279,8 +297,10 @@ class SQLiteStore:
         return await self._writer.run(delete)
 
     async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+            self._watching = None
+        await self._watcher.close()
         await self._reader.close()
         await self._writer.close()
