@@ -4,6 +4,7 @@ outside a door's own error handling answered in the caller's envelope, never a b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,29 @@ def test_a_bug_outside_a_doors_handling_is_a_500_in_the_callers_envelope(
     assert refused.value.body["type"] == "error"  # type: ignore[index]
     assert "sk-do-not-show" not in refused.value.response.text
     assert "unhandled error on POST /v1/chat/completions" in puente.logs()
+
+
+def _overhead_sum(puente: InProcessPuente) -> float:
+    text = httpx.get(puente.url + "/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("puente_gateway_overhead_seconds_sum{")
+    )
+
+
+def test_the_overhead_metric_counts_from_when_the_request_was_handed_over(
+    puente: InProcessPuente, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access = puente.runtime.access
+    authenticate = access.authenticate
+
+    async def slow(headers: Any) -> Any:
+        await asyncio.sleep(0.3)  # what happens before the request reaches the pipeline
+        return await authenticate(headers)
+
+    monkeypatch.setattr(access, "authenticate", slow)
+    before = _overhead_sum(puente)
+    client = openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0)
+    client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    assert _overhead_sum(puente) - before >= 0.3
