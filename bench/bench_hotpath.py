@@ -1,9 +1,10 @@
-"""Two trees of Puente side by side, keys and limits on: what the hot path costs in each.
+"""Trees of Puente side by side, keys and limits on: what the hot path costs in each.
 
 One run starts the fast mock upstream (bench/mock_upstream.py) and one ``python -m server serve``
-from each tree (this checkout, and ``--base``, another checkout with its own ``.venv``), both on
+from each tree (``--base``, a checkout with its own ``.venv``, and ``--this``: this checkout, or
+several trees, t1, t2 …, e.g. one per step of a change), all on
 SQLite with the key ``bench`` (requests/min, tokens/min and daily budget set too high to refuse,
-as in bench/bench_auth.py). The load generator alternates between the two trees, the first one
+as in bench/bench_auth.py). The load generator goes through the trees in turn, the first one
 changing each round, for each scenario; Puente's CPU per request comes from /proc.
 
     .venv/bin/python bench/bench_hotpath.py --base /work/base --repeat 5
@@ -93,7 +94,11 @@ class Tree:
             # Other work on a shared machine takes its turns on CPU 0 whatever this does; a
             # higher priority for both trees keeps how often each sleeps from deciding its share.
             os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
-        wait_healthy(f"http://127.0.0.1:{port}/health", self.proc, self.log)
+        try:  # a busy machine can take a while to start Puente
+            wait_healthy(f"http://127.0.0.1:{port}/health", self.proc, self.log, timeout=180)
+        except BaseException:
+            self.stop()
+            raise
         self.base = f"http://127.0.0.1:{port}/v1"
 
     def cpu(self) -> float:
@@ -111,10 +116,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mock = None
     try:
         mock, upstream = start_mock(where, helper_cpu, args.chunks, 0.0)
-        trees = [
-            Tree("base", Path(args.base), where, upstream, puente_cpu, nice=args.nice),
-            Tree("this", Path(args.this), where, upstream, puente_cpu, nice=args.nice),
-        ]
+        trees = [Tree("base", Path(args.base), where, upstream, puente_cpu, nice=args.nice)]
+        for i, other in enumerate(args.this):
+            name = "this" if len(args.this) == 1 else f"t{i + 1}"
+            trees.append(Tree(name, Path(other), where, upstream, puente_cpu, nice=args.nice))
         results: dict[str, dict[str, list[dict[str, Any]]]] = {
             name: {t.name: [] for t in trees} for name, _, _ in SCENARIOS
         }
@@ -122,7 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, stream, concurrency in SCENARIOS:
                 if args.only and args.only not in name:
                     continue
-                for tree in trees if rep % 2 == 0 else trees[::-1]:
+                # The first tree changes every round, so a drift in the load favours none.
+                shift = rep % len(trees)
+                for tree in trees[shift:] + trees[:shift]:
                     before, done_before = tree.cpu(), answered(tree.base)
                     result = loadgen(
                         tree.base + "/chat/completions",
@@ -146,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
             loads.append(os.getloadavg()[0])
-        return {"results": results, "loads": loads}
+        return {"results": results, "loads": loads, "trees": [t.name for t in trees]}
     finally:
         for tree in trees:
             tree.stop()
@@ -162,7 +169,7 @@ def summarize(data: dict[str, Any]) -> str:
     res = data["results"]
     lines = [
         f"load average {min(data['loads']):.2f}-{max(data['loads']):.2f}; medians over repeats",
-        f"{'':<44}{'base':>10}{'this':>10}",
+        "".join([f"{'':<44}", *(f"{name:>10}" for name in data["trees"])]),
     ]
     for name, _, _ in SCENARIOS:
         if not res[name]["base"]:
@@ -174,7 +181,7 @@ def summarize(data: dict[str, Any]) -> str:
             ("ttft p50 ms", "ttft_ms", "p50", ".3f"),
         ):
             cells = []
-            for tree in ("base", "this"):
+            for tree in data["trees"]:
                 values = [r[metric][q] if q else r[metric] for r in res[name][tree]]
                 cells.append(f"{statistics.median(values):>10{fmt}}")
             lines.append(f"{name + ': ' + label:<44}{''.join(cells)}")
@@ -186,7 +193,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base", required=True, help="the other checkout (with its .venv)")
-    parser.add_argument("--this", default=str(ROOT), help="the tree measured (default: here)")
+    parser.add_argument(
+        "--this", nargs="+", default=[str(ROOT)], help="the trees measured (default: here)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
