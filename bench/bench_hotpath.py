@@ -26,7 +26,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_auth import MODEL, answered, bench_key
+import httpx
+from bench_auth import MODEL, bench_key
 from procs import ROOT, Child, cpu_seconds, free_port, loadgen, pin, start_mock, wait_healthy
 
 SCENARIOS = (
@@ -47,6 +48,18 @@ async def main():
     await store.aclose()
 asyncio.run(main())
 """
+
+
+def answered(base: str) -> int:
+    """Chat requests the Puente at ``base`` has answered so far (``puente_requests_total``)."""
+    text = httpx.get(base.removesuffix("/v1") + "/metrics", timeout=60).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("puente_requests_total{")
+        )
+    )
 
 
 class Tree:
