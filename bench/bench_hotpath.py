@@ -143,16 +143,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # The first tree changes every round, so a drift in the load favours none.
                 shift = rep % len(trees)
                 for tree in trees[shift:] + trees[:shift]:
-                    before, done_before = tree.cpu(), answered(tree.base)
-                    result = loadgen(
-                        tree.base + "/chat/completions",
-                        concurrency=concurrency,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        stream=stream,
-                        cpu=helper_cpu,
-                        model=MODEL,
-                    )
+                    for _attempt in range(3):  # a run the machine starved completely is rerun
+                        before, done_before = tree.cpu(), answered(tree.base)
+                        result = loadgen(
+                            tree.base + "/chat/completions",
+                            concurrency=concurrency,
+                            duration=args.duration,
+                            warmup=args.warmup,
+                            stream=stream,
+                            cpu=helper_cpu,
+                            model=MODEL,
+                        )
+                        if result["requests"]:
+                            break
                     if result["errors"]:
                         raise RuntimeError(f"{name} {tree.name}: {result['first_error']}")
                     done = answered(tree.base) - done_before
