@@ -23,6 +23,7 @@ from server.access.responses import ResponseStore
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
 from server.api.envelopes import error_response_for
+from server.api.fast_lane import FastLane, lanes
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.responses_api import route as responses
@@ -133,6 +134,22 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     app.include_router(admin.router)
     app.include_router(console.router)
     _install_error_handlers(app)
+    # Innermost: the front doors' POSTs skip FastAPI's routing and dependency solving.
+    fast = (
+        chat.chat_completions,
+        completions.completions,
+        embeddings.embeddings,
+        messages.messages,
+        responses.create_response,
+    )
+    routers = (
+        chat.router,
+        completions.router,
+        embeddings.router,
+        messages.router,
+        responses.router,
+    )
+    app.add_middleware(FastLane, lanes=lanes(routers, fast))
     app.add_middleware(BodyLimitMiddleware, limit=settings.config.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if settings.config.server.cors.allow_origins:  # outermost: preflights need no key

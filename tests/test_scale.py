@@ -166,6 +166,9 @@ def test_a_key_revoked_through_one_replica_is_refused_by_the_other(
     key = create_key(a, name)
     assert chat(b, key).status_code == 200
     assert httpx.delete(a.url + f"/admin/keys/{name}", headers=admin_headers()).status_code == 200
+    assert chat(a, key).status_code == 401  # at once on the replica that revoked it
+    # b remembered the key; it forgets it when Postgres's NOTIFY arrives (milliseconds).
+    eventually(lambda: chat(b, key).status_code == 401, what="b refusing the revoked key")
     refused = chat(b, key)
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "revoked_api_key"

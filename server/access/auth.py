@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
+from server.access.keycache import KeyCache, Missing
 from server.access.keys import ApiKey, hash_secret, same_hash
 from server.access.metrics import ANONYMOUS, AccessMetrics, Children
 from server.access.periods import day_of
@@ -124,6 +125,7 @@ class Access:
         self._keys_exist = admin_hash is not None
         self._checked_at = 0.0
         self._seen: dict[str, ApiKey] = {}
+        self.known = KeyCache()
         self._anonymous = Principal(None, self)
         self._requests = Children(metrics.requests)
         self._tokens = Children(metrics.tokens)
@@ -152,7 +154,7 @@ class Access:
                 raise _unauthorized(_NO_KEYS_EXPOSED, "no_api_keys")
             raise _unauthorized(_MISSING, "missing_api_key")
         digest = hash_secret(secret)
-        key = await self.stored(self.store.find_key(digest))
+        key = await self._find(digest)
         if key is None or not same_hash(key.key_hash, digest):
             if await self._open():
                 return self._anonymous  # SDKs send some key even when none is needed
@@ -166,6 +168,26 @@ class Access:
         self._seen[key.name] = key
         return Principal(key, self)
 
+    async def _find(self, digest: str) -> ApiKey | None:
+        """The key with this digest: from memory when the store says no key changed since it
+        was read (``server/access/keycache.py``), else from the database."""
+        epoch = self.store.key_epoch()
+        known = self.known.get(digest, epoch)
+        if not isinstance(known, Missing):
+            return known
+        generation = self.known.generation
+        key = await self.stored(self.store.find_key(digest))
+        self.known.put(digest, key, epoch, generation)
+        return key
+
+    async def revoke(self, name: str, at: float) -> ApiKey | None:
+        """Revoke in the database; this process refuses the key from the very next request
+        (other replicas: see ``server/access/keycache.py``)."""
+        try:
+            return await self.stored(self.store.revoke_key(name, at))
+        finally:
+            self.known.forget_all()
+
     def is_admin(self, headers: Mapping[str, str]) -> bool:
         secret = presented_secret(headers)
         if self.admin_hash is None or secret is None:
@@ -174,6 +196,7 @@ class Access:
 
     def key_created(self) -> None:
         self._keys_exist = True
+        self.known.forget_all()  # its digest may have been presented (and remembered) before
 
     async def stored(self, work: Awaitable[T]) -> T:
         """A call to the key and usage database; its failure is a 503 for the client (a name

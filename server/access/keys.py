@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 KEY_PREFIX = "sk-pnt-"
@@ -53,8 +54,11 @@ class Limits:
         return bool(self.tpm or self.budget_day or self.budget_month)
 
 
-def _pattern(patterns: tuple[str, ...]) -> str:
-    return "|".join(fnmatch.translate(p) for p in patterns) or r"(?!)"
+@lru_cache(maxsize=1024)
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One compiled pattern per distinct model list (translating the wildcards on every request
+    cost more than the match)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,7 @@ class ApiKey:
         return "active"
 
     def allows(self, model: str) -> bool:
-        # ``re`` keeps compiled patterns, so the same key's pattern is compiled once.
-        return re.fullmatch(_pattern(self.models), model) is not None
+        return _matcher(self.models).fullmatch(model) is not None
 
     def public(self) -> dict[str, object]:
         """What the admin API and ``puente keys list`` show: never the hash."""

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 _DAY = 86400
 
 
+@lru_cache(maxsize=8)
+def _names(day: int) -> tuple[str, str]:
+    """A day's and its month's names, made once per day rather than on every request."""
+    moment = datetime.fromtimestamp(day * _DAY, UTC)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+
+
 def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts // _DAY * _DAY, UTC).strftime("%Y-%m-%d")
+    return _names(int(ts // _DAY))[0]
 
 
 def month_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts // _DAY * _DAY, UTC).strftime("%Y-%m")
+    return _names(int(ts // _DAY))[1]
 
 
 def day_start(ts: float) -> float:

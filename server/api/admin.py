@@ -114,7 +114,7 @@ async def get_key(name: str, access: AdminDep) -> JSONResponse:
 
 @router.delete("/keys/{name}")
 async def revoke_key(name: str, access: AdminDep) -> JSONResponse:
-    key = await access.stored(access.store.revoke_key(name, time.time()))
+    key = await access.revoke(name, time.time())
     if key is None:
         raise NotFound(f"No key named '{name}'.", code="key_not_found")
     return JSONResponse(key.public())

@@ -7,6 +7,7 @@ through untouched and context variables set here are seen by the handlers.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.envelopes import error_response_for
 from server.config import CorsConfig
 from server.errors import PayloadTooLarge
-from server.observability.request_context import request_id
+from server.observability.request_context import request_id, request_started
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -38,6 +39,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = request_started.set(time.perf_counter())  # the request's clock starts here
         given = _header(scope, b"x-request-id")
         rid = given.decode("latin-1") if given else ""
         if not _VALID_ID.match(rid):
@@ -56,6 +58,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+            request_started.reset(started)
 
 
 class BodyLimitMiddleware:

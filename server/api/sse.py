@@ -3,7 +3,8 @@
 Every front door turns the pipeline's ``AnswerStream`` into frames of its own dialect; this
 module sends them. It is the one place that:
 
-- sends the 200 and the headers, then the frames, each as it comes;
+- sends the 200 and the headers, then the frames as they come (those ready at the same moment
+  in one write: ``server/api/coalesce.py``);
 - closes the upstream when the stream ends or the client leaves, whichever comes first
   (``AnswerStream.aclose``, which also finishes the request);
 - ends a stream that fails after it began with the front door's error event: a ``PuenteError``
@@ -20,6 +21,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from server.api.coalesce import relay
 from server.errors import PuenteError
 from server.pipeline.pipeline import AnswerStream
 
@@ -122,14 +124,18 @@ class SSEResponse(Response):
             }
         )
         try:
+            clock = asyncio.get_running_loop().time
+
+            async def write(body: bytes) -> None:
+                # Watched by ``_stalled``: a client that stops reading is as good as gone and
+                # must not hold the upstream and the model's slot.
+                self._sending_since = clock()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._sending_since = None
+
             with stream.drain.track():
-                clock = asyncio.get_running_loop().time
-                async for frame in self.frames:
-                    # Watched by ``_stalled``: a client that stops reading is as good as gone
-                    # and must not hold the upstream and the model's slot.
-                    self._sending_since = clock()
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                    self._sending_since = None
+                # Frames ready together (one network read of the upstream) leave as one write.
+                await relay(self.frames, write)
         except PuenteError as error:
             # The 200 and some frames are out: the error goes in the stream. A drain cut-off
             # (``ServiceUnavailable`` from ``track``) ends the same way.

@@ -61,7 +61,8 @@ class Metrics:
         )
         self.overhead = Histogram(
             "puente_gateway_overhead_seconds",
-            "Time the gateway itself added: total time minus time waiting on the upstream.",
+            "Time the gateway itself added: total time (from when the HTTP server handed the "
+            "request over) minus time waiting on the upstream.",
             ["model", "provider"],
             buckets=_OVERHEAD,
             registry=r,

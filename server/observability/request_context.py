@@ -6,6 +6,10 @@ import logging
 from contextvars import ContextVar
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
+request_started: ContextVar[float] = ContextVar("request_started", default=0.0)
+"""``time.perf_counter()`` when the ASGI server handed the request over (set by the request-id
+middleware, the first of Puente's to see every request), so a request's duration and overhead
+include routing, reading the body and authentication; 0 outside a request."""
 
 
 class RequestIdFilter(logging.Filter):

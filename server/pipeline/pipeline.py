@@ -34,6 +34,7 @@ from server.errors import InvalidRequest, PuenteError
 from server.lifecycle.drain import Drain
 from server.lifecycle.generations import Generations
 from server.observability.metrics import Metrics
+from server.observability.request_context import request_started
 from server.personas.farewell import replace_in_completion, replace_in_stream
 from server.personas.persona import Persona, Personas
 from server.personas.scope import (
@@ -175,6 +176,8 @@ class Pipeline:
 
     def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
+        # From when the ASGI server handed the request over, when a middleware saw it.
+        record.started = request_started.get() or record.started
         return Exchange(self, record, principal)
 
     async def finish(self, record: RequestRecord) -> None:

@@ -6,7 +6,7 @@ KeyNameTaken            a key with that name exists (revoked keys keep their nam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,6 +88,13 @@ class Store(Protocol):
 
     async def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version now in place."""
+        ...
+
+    def key_epoch(self) -> Hashable | None:
+        """Cheap, without I/O on the event loop beyond shared memory: a value that changes
+        whenever a key was created or revoked, by this process or any other on the same data;
+        ``None`` when the store cannot tell right now (then nothing may be trusted from a
+        cache). See ``server/access/keycache.py``."""
         ...
 
     async def create_key(self, key: ApiKey) -> None: ...

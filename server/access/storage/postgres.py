@@ -2,10 +2,17 @@
 
 Replicas starting together race to migrate; a transaction-scoped advisory lock makes one of them
 apply the steps while the others wait and then find nothing left to do.
+
+Every key change (create, revoke) sends a ``NOTIFY puente_keys`` in its transaction; each replica
+keeps one connection that LISTENs and moves ``key_epoch`` on, so its key cache forgets what it
+knew within the time a notification takes to arrive (milliseconds). While that connection is
+down, ``key_epoch`` is ``None`` and every request asks the database, as before the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -35,6 +42,12 @@ from server.access.storage.codec import (
 
 T = TypeVar("T")
 
+log = logging.getLogger("puente.access")
+
+KEYS_CHANNEL = "puente_keys"
+# How long after a failed LISTEN connection the next attempt is made.
+_RELISTEN_AFTER = 1.0
+
 # Any fixed number; it only has to be the same in every replica.
 _MIGRATION_LOCK = 0x70_75_65_6E_74_65  # "puente"
 
@@ -55,6 +68,46 @@ class PostgresStore:
         self._sizes = (min_size, max_size)
         self._pool: asyncpg.Pool | None = None
         self.description = _where(url)
+        self._listener: asyncpg.Connection | None = None
+        self._listening: asyncio.Task[None] | None = None
+        self._next_listen = 0.0
+        self._epoch = 0
+        self._trusted = False
+
+    # -- the key cache's epoch: LISTEN puente_keys ---------------------------------------------
+
+    def key_epoch(self) -> int | None:
+        """Moves on with every key change any replica makes (and whenever the LISTEN connection
+        was re-made: what happened while it was down is unknown); ``None`` while not listening."""
+        if self._trusted:
+            return self._epoch
+        if self._listening is None and time.monotonic() >= self._next_listen:
+            self._listening = asyncio.get_running_loop().create_task(self._listen())
+        return None
+
+    async def _listen(self) -> None:
+        try:
+            conn = await asyncpg.connect(self._url, timeout=10)
+            await conn.add_listener(KEYS_CHANNEL, self._changed)
+            conn.add_termination_listener(self._lost)
+        except _DRIVER_ERRORS as exc:
+            log.warning("%s: cannot LISTEN for key changes: %s", self.description, exc)
+            self._next_listen = time.monotonic() + _RELISTEN_AFTER
+            return
+        finally:
+            self._listening = None
+        self._listener = conn
+        self._epoch += 1
+        self._trusted = True
+
+    def _changed(self, *_: object) -> None:
+        self._epoch += 1
+
+    def _lost(self, *_: object) -> None:
+        self._trusted = False
+        self._listener = None
+        self._epoch += 1
+        self._next_listen = time.monotonic() + _RELISTEN_AFTER
 
     async def _run(self, work: Callable[[asyncpg.pool.PoolConnectionProxy], Awaitable[T]]) -> T:
         try:
@@ -92,11 +145,13 @@ class PostgresStore:
 
     async def create_key(self, key: ApiKey) -> None:
         async def insert(conn: asyncpg.pool.PoolConnectionProxy) -> None:
-            await conn.execute(
-                f"INSERT INTO api_keys ({KEY_COLUMNS})"  # noqa: S608 (constant columns)
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                *key_params(key),
-            )
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO api_keys ({KEY_COLUMNS})"  # noqa: S608 (constant columns)
+                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    *key_params(key),
+                )
+                await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, key.name)
 
         try:
             await self._run(insert)
@@ -128,11 +183,14 @@ class PostgresStore:
 
     async def revoke_key(self, name: str, at: float) -> ApiKey | None:
         async def update(conn: asyncpg.pool.PoolConnectionProxy) -> None:
-            await conn.execute(
-                "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
-                at,
-                name,
-            )
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                    at,
+                    name,
+                )
+                # Delivered to every listening replica when the transaction commits.
+                await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, name)
 
         await self._run(update)
         return await self.get_key(name)
@@ -216,6 +274,18 @@ class PostgresStore:
         return await self._run(delete)
 
     async def aclose(self) -> None:
+        self._trusted = False
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.gather(self._listening, return_exceptions=True)
+            self._listening = None
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener.remove_termination_listener(self._lost)
+            try:
+                await listener.close(timeout=5)
+            except _DRIVER_ERRORS:
+                listener.terminate()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -1,9 +1,15 @@
-"""Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on two threads.
+"""Keys and usage in one SQLite file (the default): stdlib ``sqlite3`` on three threads.
 
-Reads (a key lookup on every request) and writes (usage batches) each get their own connection
-on their own thread, so a batch being written never holds up a lookup: in WAL mode readers do not
-wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a process crash
-and costs no fsync per batch.
+Reads (a key lookup when the key cache misses) and writes (usage batches) each get their own
+connection on their own thread, so a batch being written never holds up a lookup: in WAL mode
+readers do not wait for the writer. ``synchronous=NORMAL`` in WAL mode keeps every commit across a
+process crash and costs no fsync per batch.
+
+A third connection, on a thread of its own, tells the key cache when keys may have changed
+(``key_epoch``): every ``WATCH_INTERVAL`` it reads ``PRAGMA data_version``, which moves whenever
+any other connection committed — this process's writer, ``puente keys revoke``, another replica
+on the same file — and only then counts the keys again. (Asking on the event loop's thread on
+every request instead made requests slower than the lookup it saved: bench/README.md.)
 """
 
 from __future__ import annotations
@@ -93,12 +99,57 @@ def _transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     return result
 
 
+# How often the key watch looks, and how long what it saw is trusted without a newer look (its
+# thread may wait behind a busy file).
+WATCH_INTERVAL = 0.05
+_WATCH_TRUSTED_FOR = 1.0
+
+# What changes whenever a key is created (one more row) or revoked (one more revoked_at): keys
+# are never deleted and a revocation is never undone, so both counts only grow.
+_KEY_FINGERPRINT = "SELECT COUNT(*), COUNT(revoked_at) FROM api_keys"
+
+
 class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"SQLite {path}"
         self._reader = _Thread(path, "puente-sqlite-read")
         self._writer = _Thread(path, "puente-sqlite-write")
+        self._watcher = _Thread(path, "puente-sqlite-watch")
+        self._watching: asyncio.Task[None] | None = None
+        self._watched_at = -_WATCH_TRUSTED_FOR
+        self._fingerprint: tuple[int, int] | None = None
+
+    def key_epoch(self) -> tuple[int, int] | None:
+        """Changes within ``WATCH_INTERVAL`` of a key change committed by any connection; ``None``
+        when the watch has not answered lately (the caller then asks the database itself)."""
+        if self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._watch_keys())
+        if time.monotonic() - self._watched_at > _WATCH_TRUSTED_FOR:
+            return None
+        return self._fingerprint
+
+    async def _watch_keys(self) -> None:
+        seen: int | None = None
+
+        def look(conn: sqlite3.Connection) -> tuple[int, tuple[int, int] | None]:
+            version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+            if version == seen:
+                return version, self._fingerprint
+            # Counted after reading the version: a commit in between is seen now and again at
+            # the next look, never missed.
+            count, revoked = conn.execute(_KEY_FINGERPRINT).fetchall()[0]
+            return version, (count, revoked)
+
+        while True:
+            try:
+                seen, fingerprint = await self._watcher.run(look)
+            except StorageError:
+                seen = self._fingerprint = None  # not trusted until a look succeeds again
+            else:
+                self._fingerprint = fingerprint
+                self._watched_at = time.monotonic()
+            await asyncio.sleep(WATCH_INTERVAL)
 
     async def migrate(self) -> int:
         try:
@@ -246,5 +297,10 @@ class SQLiteStore:
         return await self._writer.run(delete)
 
     async def aclose(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+            self._watching = None
+        await self._watcher.close()
         await self._reader.close()
         await self._writer.close()
