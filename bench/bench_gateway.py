@@ -1,6 +1,14 @@
 """What Puente adds: the same load sent straight to a fast mock upstream and through Puente.
 
-One run starts the mock (bench/mock_upstream.py) and a real ``python -m server serve`` (one
+By default (issue 16) one run measures the mock directly, a bare aiohttp relay and Puente on each
+provider kind, each in front of a mock of its vendor's wire format; the targets and the table are
+in ``bench/gateway_kinds.py``:
+
+    .venv/bin/python bench/bench_gateway.py --repeat 1 --duration 2       # short, ~3 minutes
+    .venv/bin/python bench/bench_gateway.py --before /work/base           # + another checkout
+
+``--classic`` runs the scenarios of issue 2 instead, OpenAI-compatible only. There, one run
+starts the mock (bench/mock_upstream.py) and a real ``python -m server serve`` (one
 uvicorn worker, as in production) with a generated config, then for each scenario runs the load
 generator (bench/loadgen.py, its own process) against the mock and against Puente, alternating,
 ``--repeat`` times, and prints medians:
@@ -15,8 +23,8 @@ The machine has 2 cores shared by the mock, Puente and the load generator. By de
 generator share CPU 1, so Puente gets one whole core and the two fast helpers do not steal from
 it; ``--no-pin`` lets the kernel place all three.
 
-    .venv/bin/python bench/bench_gateway.py                 # ~2 minutes
-    .venv/bin/python bench/bench_gateway.py --repeat 5 --json results.json
+    .venv/bin/python bench/bench_gateway.py --classic                 # ~2 minutes
+    .venv/bin/python bench/bench_gateway.py --classic --repeat 5 --json results.json
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Run as ``python bench/bench_gateway.py``: its own folder is on sys.path.
+import gateway_kinds
 import httpx
 import orjson
-
-# Run as ``python bench/bench_gateway.py``: its own folder is on sys.path.
+from gateway_kinds import KINDS
 from loadgen import request_body
 from procs import Child, loadgen, start_mock, start_puente, workdir
 
@@ -345,12 +354,26 @@ def main() -> None:
         type=Path,
         help="after the runs, py-spy Puente under c=32 load into this folder",
     )
+    parser.add_argument("--classic", action="store_true", help="issue 2's scenarios instead")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="provider kinds to measure (default: all)"
+    )
+    parser.add_argument(
+        "--before", type=Path, help="also run Puente from this checkout (with its own .venv)"
+    )
+    parser.add_argument(
+        "--paced-ms", type=float, default=20.0, help="pacing of the mock for the 64 streams"
+    )
     args = parser.parse_args()
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
     started = time.monotonic()
-    data = run(args)
-    report = summarize(data, args)
+    if args.classic:
+        data = run(args)
+        report = summarize(data, args)
+    else:
+        data = gateway_kinds.run(args)
+        report = gateway_kinds.summarize(data, args)
     print()
     print(report)
     took, load = time.monotonic() - started, os.getloadavg()[0]
