@@ -13,6 +13,9 @@ streamed, with 32 callers at once. Variants:
   provider that spoke HTTP itself but kept today's translators would still pay).
 
 Reported: the provider process's CPU per request (or per stream), the figure a gateway pays.
+Once a provider's chat path speaks HTTP itself (``vendor_http``, issue 16), its ``httpx2`` and
+``aiohttp`` variants both measure that path; the comparison in ``bench/README.md`` was taken at
+commit c7a27b0, before any did.
 
     .venv/bin/python bench/bench_vendor_clients.py                 # ~3 minutes
     .venv/bin/python bench/bench_vendor_clients.py --repeat 1 --duration 2
@@ -140,13 +143,13 @@ async def _provider_call(
 
     from server.pipeline.request import ChatRequest  # noqa: PLC0415
     from server.providers import Clients, build_provider  # noqa: PLC0415
-    from server.providers.cloud import CloudClients, httpx2_pool  # noqa: PLC0415
+    from server.providers.cloud import CloudClients  # noqa: PLC0415
 
     config = _config(vendor, base)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     if variant == "raw":  # only for OpenAI's wire format: the openai_compatible provider
         config = config.model_copy(update={"provider": "openai_compatible"})
-    cloud = CloudClients(pool=httpx2_pool) if variant == "httpx2" else CloudClients()
+    cloud = CloudClients(sdk_pool="httpx2" if variant == "httpx2" else "aiohttp")
     provider = build_provider(config, Clients(aiohttp=session, cloud=cloud))
     request = ChatRequest.from_body(orjson.loads(request_body(stream)))
 
@@ -270,6 +273,9 @@ def main() -> None:
                     for variant in VARIANTS:
                         key = f"{vendor} {'stream' if stream else 'whole'} {variant}"
                         r = run_worker(vendor, variant, base, stream, args)
+                        # A run that finished nothing (the shared machine stalled) has no CPU
+                        # per request; orjson wrote its NaN as null.
+                        r["cpu_us_per_request"] = r["cpu_us_per_request"] or float("nan")
                         results.setdefault(key, []).append(r)
                         print(
                             f"  [{rep + 1}/{args.repeat}] {key:<28} {r['rps']:>7.0f}/s  "

@@ -17,7 +17,7 @@ from server.errors import UpstreamProtocolError
 from server.pipeline.request import ChatRequest
 from server.providers import Clients, build_provider
 from server.providers.base import Provider
-from server.providers.cloud import CloudClients, aiohttp_pool
+from server.providers.cloud import CloudClients
 from tests.cloud_fixtures import ANTHROPIC_KEY, GEMINI_KEY
 from tests.fakes.anthropic_vendor import FakeAnthropic
 from tests.fakes.gemini_vendor import FakeGemini
@@ -53,7 +53,7 @@ class Watched:
 @pytest.fixture
 async def cloud() -> AsyncIterator[tuple[CloudClients, Watched]]:
     watched = Watched()
-    clients = CloudClients(pool=lambda: aiohttp_pool([watched.trace]))
+    clients = CloudClients(trace_configs=[watched.trace])
     yield clients, watched
     await clients.aclose()
 

@@ -19,7 +19,6 @@ errors come out as the ``httpx2`` errors the SDKs and ``vendor_errors`` already 
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ _OWN_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"co
 
 
 @contextmanager
-def _httpx2_errors(connecting: bool) -> Iterator[None]:
+def httpx2_errors(connecting: bool) -> Iterator[None]:
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
@@ -63,7 +62,7 @@ class _Body(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            with _httpx2_errors(connecting=False):
+            with httpx2_errors(connecting=False):
                 async for piece in self._response.content.iter_any():
                     yield piece
         finally:
@@ -78,16 +77,13 @@ class _Body(httpx2.AsyncByteStream):
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """Sends each request over the session ``make_session`` builds on first use (an aiohttp
-    session belongs to the running event loop, which a provider's constructor may not have)."""
+    """Sends each request over the session ``session`` returns (its owner builds it on first
+    use and closes it: this transport does not)."""
 
-    def __init__(self, make_session: Callable[[], aiohttp.ClientSession]) -> None:
-        self._make_session = make_session
-        self.session: aiohttp.ClientSession | None = None
+    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self._session = session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        if self.session is None:
-            self.session = self._make_session()
         timeouts = request.extensions.get("timeout") or {}
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
@@ -95,8 +91,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             if name.lower() not in _OWN_HEADERS
         ]
         body = await request.aread()
-        with _httpx2_errors(connecting=True):
-            response = await self.session.request(
+        with httpx2_errors(connecting=True):
+            response = await self._session().request(
                 request.method,
                 str(request.url),
                 headers=headers,
@@ -120,11 +116,3 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
-
-    async def aclose(self) -> None:
-        if self.session is None:
-            return
-        await self.session.close()
-        # Lets the connector's transports finish closing before the loop goes (no
-        # ResourceWarning for sockets closed a moment after the session).
-        await asyncio.sleep(0)
