@@ -113,7 +113,9 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
 
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{root}/v1beta/models/bench-model:{method}"
-        contents, _ = await gt.build_request(request, None)  # type: ignore[arg-type]
+        from server.providers.images import ImageFetcher  # noqa: PLC0415
+
+        contents, _ = await gt.build_request(request, ImageFetcher(None))
         payload = {"contents": [c.model_dump(exclude_none=True) for c in contents]}
         headers = {"x-goog-api-key": "bench-key", "Content-Type": "application/json"}
 
