@@ -160,3 +160,22 @@ async def test_by_default_the_sdks_pool_is_aiohttp_built_on_first_use(
     assert isinstance(session, aiohttp.ClientSession)
     await clients.aclose()
     assert session.closed
+
+
+async def test_a_stream_line_over_the_limit_is_refused_before_the_answer_starts(
+    cloud: tuple[CloudClients, Watched],
+    fake_upstream: FakeOpenAI,
+    anthropic_vendor: FakeAnthropic,
+    gemini_vendor: FakeGemini,
+) -> None:
+    clients, _ = cloud
+    limits = {"upstream_limits": {"max_line_bytes": 40}}  # every first event is longer
+    async with aiohttp.ClientSession() as session:
+        providers = _providers(
+            clients, session, fake_upstream, anthropic_vendor, gemini_vendor, **limits
+        )
+        for name, provider in providers.items():
+            request = _request(name, stream=True).for_attempt(_upstream(name))
+            with pytest.raises(UpstreamProtocolError, match="not its API"):
+                async with provider.stream(request) as chunks:
+                    [c async for c in chunks]
