@@ -1,16 +1,16 @@
 """What Puente adds: the same load sent straight to a fast mock upstream and through Puente.
 
-By default (issue 16) one run measures the mock directly, a bare aiohttp relay and Puente on each
-provider kind, each in front of a mock of its vendor's wire format; the targets and the table are
-in ``bench/gateway_kinds.py``:
+``--every-kind`` (issue 16) measures, in one run, the mock directly, a bare aiohttp relay and
+Puente on each provider kind, each in front of a mock of its vendor's wire format; the targets
+and the table are in ``bench/gateway_kinds.py``:
 
-    .venv/bin/python bench/bench_gateway.py --repeat 1 --duration 2       # short, ~3 minutes
-    .venv/bin/python bench/bench_gateway.py --before /work/base           # + another checkout
+    .venv/bin/python bench/bench_gateway.py --every-kind --repeat 1 --duration 2    # short
+    .venv/bin/python bench/bench_gateway.py --every-kind --before /work/base  # + another tree
 
-``--classic`` runs the scenarios of issue 2 instead, OpenAI-compatible only. There, one run
-starts the mock (bench/mock_upstream.py) and a real ``python -m server serve`` (one
-uvicorn worker, as in production) with a generated config, then for each scenario runs the load
-generator (bench/loadgen.py, its own process) against the mock and against Puente, alternating,
+Without it, the scenarios of issue 2, OpenAI-compatible only: one run starts the mock
+(bench/mock_upstream.py) and a real ``python -m server serve`` (one uvicorn worker, as in
+production) with a generated config, then for each scenario runs the load generator
+(bench/loadgen.py, its own process) against the mock and against Puente, alternating,
 ``--repeat`` times, and prints medians:
 
 - non-streaming, c=1: latency p50/p99, direct and through Puente, and what Puente adds;
@@ -23,8 +23,8 @@ The machine has 2 cores shared by the mock, Puente and the load generator. By de
 generator share CPU 1, so Puente gets one whole core and the two fast helpers do not steal from
 it; ``--no-pin`` lets the kernel place all three.
 
-    .venv/bin/python bench/bench_gateway.py --classic                 # ~2 minutes
-    .venv/bin/python bench/bench_gateway.py --classic --repeat 5 --json results.json
+    .venv/bin/python bench/bench_gateway.py                 # ~2 minutes
+    .venv/bin/python bench/bench_gateway.py --repeat 5 --json results.json
 """
 
 from __future__ import annotations
@@ -354,9 +354,11 @@ def main() -> None:
         type=Path,
         help="after the runs, py-spy Puente under c=32 load into this folder",
     )
-    parser.add_argument("--classic", action="store_true", help="issue 2's scenarios instead")
     parser.add_argument(
-        "--kinds", default=",".join(KINDS), help="provider kinds to measure (default: all)"
+        "--every-kind", action="store_true", help="issue 16: relay and every provider kind"
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="with --every-kind: the kinds (default: all)"
     )
     parser.add_argument(
         "--before", type=Path, help="also run Puente from this checkout (with its own .venv)"
@@ -368,12 +370,12 @@ def main() -> None:
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
     started = time.monotonic()
-    if args.classic:
-        data = run(args)
-        report = summarize(data, args)
-    else:
+    if args.every_kind:
         data = gateway_kinds.run(args)
         report = gateway_kinds.summarize(data, args)
+    else:
+        data = run(args)
+        report = summarize(data, args)
     print()
     print(report)
     took, load = time.monotonic() - started, os.getloadavg()[0]

@@ -1,6 +1,5 @@
 """Every provider kind against a bare relay (issue 16): the runs and the table of
-``bench_gateway.py`` (its default mode). Separate from the classic scenarios only to keep each
-file readable.
+``bench_gateway.py --every-kind``. Separate from issue 2's scenarios to keep each file readable.
 
 Targets, each measured in every round, rounds interleaved:
 
@@ -79,6 +78,12 @@ def _models(kind: str, fast: str, paced: str) -> list[dict[str, Any]]:
             entry["api_key"] = "bench-key"
         entries.append(entry)
     return entries
+
+
+def _p(result: dict[str, Any], key: str, q: str = "p50") -> float:
+    """A percentile of a run; NaN when nothing was timed (no stream ended inside the window)."""
+    value: float = result[key].get(q, float("nan"))
+    return value
 
 
 def _check(url: str, model: str) -> None:
@@ -167,8 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[scenario.name][t.name].append(result)
                     print(
                         f"  [{rep + 1}/{args.repeat}] {scenario.name:<8} {t.name:<26} "
-                        f"{result['rps']:>8.0f}/s p50 {result['latency_ms']['p50']:7.3f} ms "
-                        f"ttft {result['ttft_ms']['p50']:7.3f} ms "
+                        f"{result['rps']:>8.0f}/s p50 {_p(result, 'latency_ms'):7.3f} ms "
+                        f"ttft {_p(result, 'ttft_ms'):7.3f} ms "
                         f"cpu {result.get('cpu_us', float('nan')):6.0f} us "
                         f"load {result['load']:.1f}",
                         flush=True,
@@ -192,11 +197,13 @@ def summarize(data: dict[str, Any], args: argparse.Namespace) -> str:
 
     def added(scenario: str, target: str, key: str) -> float:
         pairs = zip(res[scenario]["direct"], res[scenario][target], strict=True)
-        return statistics.median(t[key]["p50"] - d[key]["p50"] for d, t in pairs)
+        return statistics.median(_p(t, key) - _p(d, key) for d, t in pairs)
 
     def added99(scenario: str, target: str) -> float:
         pairs = zip(res[scenario]["direct"], res[scenario][target], strict=True)
-        return statistics.median(t["latency_ms"]["p99"] - d["latency_ms"]["p99"] for d, t in pairs)
+        return statistics.median(
+            _p(t, "latency_ms", "p99") - _p(d, "latency_ms", "p99") for d, t in pairs
+        )
 
     loads = [r["load"] for s in res.values() for runs in s.values() for r in runs]
     lines = [
@@ -223,7 +230,7 @@ def summarize(data: dict[str, Any], args: argparse.Namespace) -> str:
         cpu_req = med("c32", t, lambda r: r.get("cpu_us", float("nan")))
         fps = med("paced64", t, lambda r: r["content_frames_per_s"])
         gap = med("paced64", t, lambda r: r["gap_ms"].get("max", float("nan")))
-        ttft64 = med("paced64", t, lambda r: r["ttft_ms"]["p50"])
+        ttft64 = med("paced64", t, lambda r: _p(r, "ttft_ms"))
         cpu_stream = med("paced64", t, lambda r: r.get("cpu_us", float("nan")))
         lines.append(
             f"{t:<26} {a50:>8} {a99:>8} {rps:>8,.0f} {cpu_req:>8.0f} {attft:>8} {fps:>9,.0f} "
@@ -246,7 +253,7 @@ def summarize(data: dict[str, Any], args: argparse.Namespace) -> str:
             med("c32", t, lambda r: r["rps"]) >= 0.5 * relay_rps,
             med("paced64", t, lambda r: r["content_frames_per_s"]) >= 0.97 * direct_fps,
             med("paced64", t, lambda r: r["gap_ms"].get("max", float("nan"))) <= 2 * direct_gap,
-            med("paced64", t, lambda r: r["ttft_ms"]["p50"]) <= 10.0,
+            med("paced64", t, lambda r: _p(r, "ttft_ms")) <= 10.0,
             added("c1", t, "latency_ms") <= 1.5 * relay_p50,
         ]
         marks = " ".join("met" if ok else "MISSED" for ok in checks)

@@ -140,7 +140,8 @@ def start_puente(
     argv = [python, "-m", "server", "serve", "--config", str(config)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     child = Child(name, argv, workdir, cpu, cwd=tree or ROOT)
-    wait_healthy(f"http://127.0.0.1:{port}/health", child.proc, child.log)
+    # The vendor SDKs take seconds to import, more on a busy machine.
+    wait_healthy(f"http://127.0.0.1:{port}/health", child.proc, child.log, timeout=300)
     return child, f"http://127.0.0.1:{port}/v1"
 
 
