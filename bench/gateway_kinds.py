@@ -164,7 +164,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         model=t.model_paced if scenario.paced else t.model_fast,
                     )
                     if result["errors"]:
-                        raise RuntimeError(f"{scenario.name} {t.name}: {result['first_error']}")
+                        # Kept: a path that fails under load (timeouts) is a result too.
+                        print(
+                            f"  ! {scenario.name} {t.name}: {result['errors']} errors, first: "
+                            f"{result['first_error'][:160]}",
+                            flush=True,
+                        )
                     if t.server is not None and result["completed"]:
                         spent = t.server.cpu() - cpu_before
                         result["cpu_us"] = spent / result["completed"] * 1e6
@@ -217,7 +222,8 @@ def summarize(data: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     head = (
         f"{'target':<26} {'+p50 c1':>8} {'+p99 c1':>8} {'rps c32':>8} {'CPU/req':>8} "
-        f"{'+TTFT s1':>8} {'frames/s':>9} {'max gap':>8} {'TTFT 64':>8} {'CPU/strm':>8}"
+        f"{'+TTFT s1':>8} {'frames/s':>9} {'max gap':>8} {'TTFT 64':>8} {'CPU/strm':>8} "
+        f"{'errors':>6}"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -232,9 +238,10 @@ def summarize(data: dict[str, Any], args: argparse.Namespace) -> str:
         gap = med("paced64", t, lambda r: r["gap_ms"].get("max", float("nan")))
         ttft64 = med("paced64", t, lambda r: _p(r, "ttft_ms"))
         cpu_stream = med("paced64", t, lambda r: r.get("cpu_us", float("nan")))
+        errors = sum(r["errors"] for s in res.values() for r in s[t])
         lines.append(
             f"{t:<26} {a50:>8} {a99:>8} {rps:>8,.0f} {cpu_req:>8.0f} {attft:>8} {fps:>9,.0f} "
-            f"{gap:>8.1f} {ttft64:>8.2f} {cpu_stream:>8.0f}"
+            f"{gap:>8.1f} {ttft64:>8.2f} {cpu_stream:>8.0f} {errors:>6}"
         )
     lines.append("")
     lines.append("ms for latencies and gaps; CPU in us per answer (the server's own CPU time)")
