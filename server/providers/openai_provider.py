@@ -69,7 +69,7 @@ class OpenAIProvider(SDKProvider):
             default_headers=config.headers or None,
             http_client=cloud.http,
         )
-        self._chat_url = self.client.base_url.join("chat/completions").__str__()
+        self._chat_url = str(self.client.base_url.join("chat/completions"))
         headers = {"Authorization": f"Bearer {config.api_key or 'none'}", **config.headers}
         self.wire = VendorHTTP(cloud, config, headers, self.client._make_status_error_from_response)
 

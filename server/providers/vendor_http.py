@@ -28,7 +28,7 @@ import httpx2
 import orjson
 
 from server.config import ModelConfig
-from server.errors import UpstreamProtocolError
+from server.errors import InvalidRequest
 from server.providers.aiohttp_transport import httpx2_errors
 from server.providers.bounded import TooLarge, lines, read_body, read_prefix
 from server.providers.cloud import CloudClients
@@ -62,9 +62,12 @@ class VendorHTTP:
         try:
             payload = orjson.dumps(body)
         except orjson.JSONEncodeError:
-            # orjson writes at most 255 levels of nesting: only a client's content nests that
-            # deep, and it was read as JSON, so the vendor would refuse it as well.
-            raise UpstreamProtocolError("The request is nested too deeply to forward.") from None
+            # orjson writes at most 255 levels of nesting but reads 1024: only a client's
+            # content nests that deep (as in ``openai_compatible``).
+            raise InvalidRequest(
+                "The request is nested too deeply to forward (more than 255 levels).",
+                code="invalid_value",
+            ) from None
         sent = {**self._headers, **headers} if headers else self._headers
         with httpx2_errors(connecting=True):
             response = await self._cloud.vendor_session().post(
