@@ -1,8 +1,16 @@
 """What Puente adds: the same load sent straight to a fast mock upstream and through Puente.
 
-One run starts the mock (bench/mock_upstream.py) and a real ``python -m server serve`` (one
-uvicorn worker, as in production) with a generated config, then for each scenario runs the load
-generator (bench/loadgen.py, its own process) against the mock and against Puente, alternating,
+``--every-kind`` (issue 16) measures, in one run, the mock directly, a bare aiohttp relay and
+Puente on each provider kind, each in front of a mock of its vendor's wire format; the targets
+and the table are in ``bench/gateway_kinds.py``:
+
+    .venv/bin/python bench/bench_gateway.py --every-kind --repeat 1 --duration 2    # short
+    .venv/bin/python bench/bench_gateway.py --every-kind --before /work/base  # + another tree
+
+Without it, the scenarios of issue 2, OpenAI-compatible only: one run starts the mock
+(bench/mock_upstream.py) and a real ``python -m server serve`` (one uvicorn worker, as in
+production) with a generated config, then for each scenario runs the load generator
+(bench/loadgen.py, its own process) against the mock and against Puente, alternating,
 ``--repeat`` times, and prints medians:
 
 - non-streaming, c=1: latency p50/p99, direct and through Puente, and what Puente adds;
@@ -34,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Run as ``python bench/bench_gateway.py``: its own folder is on sys.path.
+import gateway_kinds
 import httpx
 import orjson
-
-# Run as ``python bench/bench_gateway.py``: its own folder is on sys.path.
+from gateway_kinds import KINDS
 from loadgen import request_body
 from procs import Child, loadgen, start_mock, start_puente, workdir
 
@@ -345,12 +354,28 @@ def main() -> None:
         type=Path,
         help="after the runs, py-spy Puente under c=32 load into this folder",
     )
+    parser.add_argument(
+        "--every-kind", action="store_true", help="issue 16: relay and every provider kind"
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="with --every-kind: the kinds (default: all)"
+    )
+    parser.add_argument(
+        "--before", type=Path, help="also run Puente from this checkout (with its own .venv)"
+    )
+    parser.add_argument(
+        "--paced-ms", type=float, default=20.0, help="pacing of the mock for the 64 streams"
+    )
     args = parser.parse_args()
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
     started = time.monotonic()
-    data = run(args)
-    report = summarize(data, args)
+    if args.every_kind:
+        data = gateway_kinds.run(args)
+        report = gateway_kinds.summarize(data, args)
+    else:
+        data = run(args)
+        report = summarize(data, args)
     print()
     print(report)
     took, load = time.monotonic() - started, os.getloadavg()[0]

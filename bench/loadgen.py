@@ -4,7 +4,9 @@
 ``wrk``): a request is the same prebuilt bytes every time, the response is parsed by httptools
 and the next request is written from the parser's callback, with no task or future per request.
 Timed per request: time to the first body byte (time to first token, for a stream) and to the
-end of the response. Only requests sent after ``--warmup`` and finished before the deadline count.
+end of the response; for a stream also the content frames (those carrying the mock's word) and
+the gaps between one frame's arrival and the next. Only requests sent after ``--warmup`` and
+finished before the deadline count.
 
     python bench/loadgen.py --url http://127.0.0.1:8000/v1/chat/completions -c 32 --stream
 
@@ -31,6 +33,8 @@ except ImportError:  # plain asyncio works too, only slower
     uvloop = None  # type: ignore[assignment]
 
 MODEL = "bench-model"
+# The word every content piece of the mock carries (bench/mock_upstream.py), in any wire format.
+CONTENT = b"lorem"
 
 
 def request_body(stream: bool, model: str = MODEL) -> bytes:
@@ -70,6 +74,10 @@ class Run:
         self.latency: list[float] = []
         self.ttft: list[float] = []
         self.frames = 0
+        self.content = 0
+        self.gaps: list[float] = []
+        self.completed = 0
+        """Every answer that ended, warm-up and overtime included (what a server's CPU paid for)."""
         self.errors = 0
         self.first_error = ""
         self.open = connections
@@ -89,7 +97,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.sent = 0.0
         self.first = 0.0
-        self.frames = 0
+        self.last = 0.0
         self.tail = b""
         self.status = 0
         self.error_body = b""
@@ -120,7 +128,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.sent = time.perf_counter()
         self.first = 0.0
-        self.frames = 0
+        self.last = 0.0
         self.tail = b""
         self.error_body = b""
         self.transport.write(self.payload)
@@ -143,26 +151,40 @@ class Connection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
+        now = time.perf_counter()
+        run = self.run
+        counted = run.warmup_until <= now <= run.deadline
         if not self.first:
-            self.first = time.perf_counter()
+            self.first = now
+            if counted and self.sent >= run.warmup_until:
+                run.ttft.append(now - self.sent)
         if self.status != 200:
             self.error_body += body
             return
         # SSE events end with a blank line; one "\n\n" may be split across two reads.
-        self.frames += body.count(b"\n\n")
+        ended = body.count(b"\n\n")
         if self.tail == b"\n" and body[:1] == b"\n":
-            self.frames += 1
+            ended += 1
         self.tail = body[-1:]
+        if ended:
+            # Frames, content and gaps count by when they arrive, so a stream that spans the
+            # window's edge counts for what arrived inside it.
+            if counted:
+                if self.last:
+                    run.gaps.append(now - self.last)
+                run.frames += ended
+                run.content += body.count(CONTENT)
+            self.last = now
 
     def on_message_complete(self) -> None:
         now = time.perf_counter()
         run = self.run
         if self.status != 200:
             self._error(f"HTTP {self.status}: {self.error_body[:200]!r}")
-        elif self.sent >= run.warmup_until and now <= run.deadline:
+        else:
+            run.completed += 1
+        if self.status == 200 and self.sent >= run.warmup_until and now <= run.deadline:
             run.latency.append(now - self.sent)
-            run.ttft.append((self.first or now) - self.sent)
-            run.frames += self.frames
         if now < run.deadline and self.transport is not None and not self.closed:
             self._send()
         else:
@@ -208,11 +230,14 @@ async def run_load(
         "concurrency": concurrency,
         "duration_s": window,
         "requests": count,
+        "completed": run.completed,
         "errors": run.errors,
         "first_error": run.first_error,
         "rps": count / window,
         "frames": run.frames,
         "frames_per_s": run.frames / window,
+        "content_frames_per_s": run.content / window,
+        "gap_ms": percentiles(run.gaps),
         "latency_ms": percentiles(run.latency),
         "ttft_ms": percentiles(run.ttft),
     }

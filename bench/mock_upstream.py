@@ -1,7 +1,10 @@
-"""A fast mock OpenAI-compatible upstream, for benchmarks only (the faithful fake is in tests/).
+"""A fast mock upstream in three vendors' wire formats, for benchmarks only (the faithful fakes
+are in tests/fakes/).
 
-It answers every ``POST /v1/chat/completions`` with the same prebuilt bytes, so what a benchmark
-measures is the gateway (or the HTTP client) in front of it, not the mock. Raw asyncio protocol,
+It answers ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic Messages) and
+``POST /v1beta/models/M:generateContent`` / ``:streamGenerateContent?alt=sse`` (Gemini) with the
+same prebuilt bytes every time, so what a benchmark measures is the gateway (or the HTTP client)
+in front of it, not the mock. Raw asyncio protocol,
 httptools parser, uvloop where installed; one process, meant to run apart from the load
 generator and the gateway so it does not share their event loop.
 
@@ -10,6 +13,12 @@ generator and the gateway so it does not share their event loop.
   ``stream_options.include_usage`` is asked for, then ``data: [DONE]``, chunked like uvicorn does.
   ``--interval-ms 0`` writes the whole stream at once; above 0 the first chunk goes out at once
   and each next one after that many milliseconds (a model's pacing);
+- Anthropic: a whole ``message``, or ``message_start``, ``content_block_start``, ``ping``,
+  ``--chunks`` ``content_block_delta`` events, ``content_block_stop``, ``message_delta`` and
+  ``message_stop``, each an ``event:`` + ``data:`` pair;
+- Gemini: a whole ``GenerateContentResponse``, or ``--chunks`` of them as ``data:`` events (the
+  last with ``finishReason`` and the usage), separated by ``\r\n\r\n`` as Google sends them;
+- the same pacing for all three: one content piece per ``--interval-ms``;
 - ``GET /v1/models`` and ``GET /health`` for readiness probes.
 
     python bench/mock_upstream.py --port 9100 --chunks 32 --interval-ms 0
@@ -81,10 +90,14 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     }
 
 
-def _frame(event: bytes) -> bytes:
-    """One SSE event as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
-    data = b"data: " + event + b"\n\n"
+def _chunked(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _frame(event: bytes) -> bytes:
+    """One SSE event as one HTTP/1.1 chunk."""
+    return _chunked(b"data: " + event + b"\n\n")
 
 
 def stream_frames(chunks: int, usage: bool) -> list[bytes]:
@@ -97,6 +110,104 @@ def stream_frames(chunks: int, usage: bool) -> list[bytes]:
         frames.append(_frame(orjson.dumps(event)))
     frames.append(_frame(b"[DONE]"))
     frames.append(b"0\r\n\r\n")
+    return frames
+
+
+# -- Anthropic Messages ----------------------------------------------------------------------
+
+
+def _message(tokens: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": WORD * tokens}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 24, "output_tokens": tokens},
+        }
+    )
+
+
+def _event(name: bytes, data: dict[str, Any]) -> bytes:
+    return _chunked(b"event: " + name + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+
+
+def message_frames(chunks: int) -> list[bytes]:
+    start = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 24, "output_tokens": 1},
+    }
+    delta = {"type": "content_block_delta", "index": 0}
+    delta["delta"] = {"type": "text_delta", "text": WORD}
+    frames = [
+        _event(b"message_start", {"type": "message_start", "message": start})
+        + _event(
+            b"content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        + _event(b"ping", {"type": "ping"})
+    ]
+    frames += [_event(b"content_block_delta", delta) for _ in range(chunks)]
+    frames.append(
+        _event(b"content_block_stop", {"type": "content_block_stop", "index": 0})
+        + _event(
+            b"message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": chunks},
+            },
+        )
+        + _event(b"message_stop", {"type": "message_stop"})
+        + b"0\r\n\r\n"
+    )
+    return frames
+
+
+# -- Gemini generateContent ------------------------------------------------------------------
+
+
+def _candidate(text: str, finish: str | None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if finish:
+        candidate["finishReason"] = finish
+    return candidate
+
+
+def _gemini(text: str, finish: str | None, output: int | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": 24}
+    if output is not None:
+        usage.update(candidatesTokenCount=output, totalTokenCount=24 + output)
+    return {
+        "candidates": [_candidate(text, finish)],
+        "usageMetadata": usage,
+        "modelVersion": MODEL,
+        "responseId": "resp-bench",
+    }
+
+
+def gemini_frames(chunks: int) -> list[bytes]:
+    def frame(data: dict[str, Any]) -> bytes:
+        return _chunked(b"data: " + orjson.dumps(data) + b"\r\n\r\n")
+
+    frames = [frame(_gemini(WORD, None, None)) for _ in range(chunks - 1)]
+    frames.append(frame(_gemini(WORD, "STOP", chunks)) + b"0\r\n\r\n")
     return frames
 
 
@@ -124,7 +235,18 @@ class Answers:
         self.completion = _response(b"200 OK", _completion(tokens))
         self.interval = interval
         self.frames = {usage: stream_frames(chunks, usage) for usage in (False, True)}
-        self.whole = {usage: STREAM_HEAD + b"".join(f) for usage, f in self.frames.items()}
+        self.message = _response(b"200 OK", _message(tokens))
+        self.message_frames = message_frames(chunks)
+        self.gemini = _response(b"200 OK", orjson.dumps(_gemini(WORD * tokens, "STOP", tokens)))
+        self.gemini_frames = gemini_frames(chunks)
+        streams = [*self.frames.values(), self.message_frames, self.gemini_frames]
+        # Unpaced, a stream is written at once: those bytes are prebuilt too.
+        self.whole = {id(frames): STREAM_HEAD + b"".join(frames) for frames in streams}
+
+
+def _asks(body: bytes, field: bytes) -> bool:
+    """``"field": true`` in a JSON body, spaced or not (no parsing: the mock stays fast)."""
+    return b'"%s":true' % field in body or b'"%s": true' % field in body
 
 
 class MockProtocol(asyncio.Protocol):
@@ -169,13 +291,22 @@ class MockProtocol(asyncio.Protocol):
             return
         method = self.parser.get_method()
         path = self.url.split(b"?", 1)[0]
+        answers = self.answers
         if method == b"POST" and path == b"/v1/chat/completions":
             body = b"".join(self.body)
-            if b'"stream":true' in body or b'"stream": true' in body:
-                usage = b'"include_usage":true' in body or b'"include_usage": true' in body
-                self._stream(transport, usage)
+            if _asks(body, b"stream"):
+                self._stream(transport, answers.frames[_asks(body, b"include_usage")])
             else:
-                transport.write(self.answers.completion)
+                transport.write(answers.completion)
+        elif method == b"POST" and path == b"/v1/messages":
+            if _asks(b"".join(self.body), b"stream"):
+                self._stream(transport, answers.message_frames)
+            else:
+                transport.write(answers.message)
+        elif method == b"POST" and path.endswith(b":streamGenerateContent"):
+            self._stream(transport, answers.gemini_frames)
+        elif method == b"POST" and path.endswith(b":generateContent"):
+            transport.write(answers.gemini)
         elif path == b"/v1/models":
             transport.write(MODELS)
         elif path == b"/health":
@@ -185,12 +316,11 @@ class MockProtocol(asyncio.Protocol):
         if not self.parser.should_keep_alive():
             transport.close()
 
-    def _stream(self, transport: asyncio.Transport, usage: bool) -> None:
+    def _stream(self, transport: asyncio.Transport, frames: list[bytes]) -> None:
         answers = self.answers
         if answers.interval <= 0:
-            transport.write(answers.whole[usage])
+            transport.write(answers.whole[id(frames)])
             return
-        frames = answers.frames[usage]
         transport.write(STREAM_HEAD + frames[0])
         # call_later chains instead of a task per stream: cheaper, and the mock stays fast.
         self.loop.call_later(answers.interval, self._next_frame, transport, frames, 1)

@@ -60,11 +60,13 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 class Child:
     """One long-running child process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path, cpu: int | None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], workdir: Path, cpu: int | None, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log = workdir / f"{name}.log"
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         pin(self.proc.pid, cpu)
 
     @property
@@ -85,12 +87,18 @@ class Child:
 
 
 def start_mock(
-    workdir: Path, cpu: int | None, chunks: int, interval_ms: float, tokens: int = 16
+    workdir: Path,
+    cpu: int | None,
+    chunks: int,
+    interval_ms: float,
+    tokens: int = 16,
+    *,
+    name: str = "mock",
 ) -> tuple[Child, str]:
     """The mock upstream; returns it and its base URL (``…/v1``)."""
     port = free_port()
     child = Child(
-        "mock",
+        name,
         [
             sys.executable,
             str(BENCH / "mock_upstream.py"),
@@ -110,21 +118,43 @@ def start_mock(
     return child, f"http://127.0.0.1:{port}/v1"
 
 
-def start_puente(workdir: Path, cpu: int | None, upstream: str, model: str) -> tuple[Child, str]:
+def start_puente(
+    workdir: Path,
+    cpu: int | None,
+    upstream: str,
+    model: str,
+    *,
+    models: list[dict[str, Any]] | None = None,
+    tree: Path | None = None,
+    name: str = "puente",
+) -> tuple[Child, str]:
     """A real ``python -m server serve`` (one uvicorn worker, as in production) in front of
-    ``upstream``; returns it and its base URL (``…/v1``)."""
+    ``upstream`` (or with the model entries ``models``), run from this checkout or from
+    ``tree`` (another checkout with its own ``.venv``: a "before"); returns it and its base URL
+    (``…/v1``)."""
     port = free_port()
-    config = workdir / "puente.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"models": [{"name": model, "provider": "openai_compatible", "base_url": upstream}]}
-        )
-    )
-    argv = [sys.executable, "-m", "server", "serve", "--config", str(config)]
+    config = workdir / f"{name}.yaml"
+    entries = models or [{"name": model, "provider": "openai_compatible", "base_url": upstream}]
+    config.write_text(yaml.safe_dump({"models": entries}))
+    python = str(tree / ".venv" / "bin" / "python") if tree else sys.executable
+    argv = [python, "-m", "server", "serve", "--config", str(config)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    child = Child("puente", argv, workdir, cpu)
-    wait_healthy(f"http://127.0.0.1:{port}/health", child.proc, child.log)
+    child = Child(name, argv, workdir, cpu, cwd=tree or ROOT)
+    # The vendor SDKs take seconds to import, more on a busy machine.
+    wait_healthy(f"http://127.0.0.1:{port}/health", child.proc, child.log, timeout=300)
     return child, f"http://127.0.0.1:{port}/v1"
+
+
+def start_relay(workdir: Path, cpu: int | None, upstreams: dict[str, str]) -> tuple[Child, str]:
+    """The bare aiohttp relay (bench/relay.py); returns it and its root URL: a client posts to
+    ``ROOT/<name>/v1/chat/completions``."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "relay.py"), "--port", str(port)]
+    for name, url in upstreams.items():
+        argv += ["--upstream", f"{name}={url}"]
+    child = Child("relay", argv, workdir, cpu)
+    wait_healthy(f"http://127.0.0.1:{port}/health", child.proc, child.log)
+    return child, f"http://127.0.0.1:{port}"
 
 
 def loadgen(

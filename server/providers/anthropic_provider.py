@@ -1,15 +1,22 @@
-"""``provider: anthropic``: Claude through the official ``anthropic`` SDK, translated both ways in
-``anthropic_translate``; a Messages request from ``/v1/messages`` is forwarded as it came
-(``anthropic_native``)."""
+"""``provider: anthropic``: Claude, translated both ways in ``anthropic_translate``; a Messages
+request from ``/v1/messages`` is forwarded as it came (``anthropic_native``).
+
+Messages requests, the hot path, are posted directly (``vendor_http``) with the headers the
+official ``anthropic`` SDK would send; the answers are built into the SDK's types the way the SDK
+builds them (``construct_type``: no validation), and errors — statuses and ``event: error`` in a
+stream — become the SDK's own exceptions, built by the SDK, mapped once in ``vendor_errors``.
+count_tokens goes through the SDK itself (on the same aiohttp session)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from typing import cast
 
 import anthropic
 import httpx2
-from anthropic import AsyncStream
+import orjson
+from anthropic._models import construct_type
 from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 
 from server.config import ModelConfig
@@ -24,8 +31,26 @@ from server.providers.anthropic_translate import StreamTranslator, build_params,
 from server.providers.cloud import CloudClients, sdk_timeout
 from server.providers.sdk_base import SDKProvider
 from server.providers.vendor_errors import ANTHROPIC
+from server.providers.vendor_http import VendorHTTP
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def _message(data: JSON) -> Message:
+    # As the SDK builds its answers: into its types without validating them.
+    return cast(Message, construct_type(type_=Message, value=data))
+
+
+def _event(data: JSON) -> RawMessageStreamEvent:
+    return cast(RawMessageStreamEvent, construct_type(type_=RawMessageStreamEvent, value=data))
+
+
+def _body(params: JSON) -> JSON:
+    """``messages.create``'s keyword arguments as the body the SDK would send."""
+    extra = params.get("extra_body") or {}
+    return {**{k: v for k, v in params.items() if k != "extra_body"}, **extra}
+
+
 # Fields of a Messages body that count_tokens refuses: they shape a generation, not the input.
 _NOT_COUNTED = frozenset(
     {
@@ -64,13 +89,24 @@ class AnthropicProvider(SDKProvider):
             http_client=cloud.http,
             open_telemetry=False,
         )
+        self._url = str(self.client.base_url).rstrip("/") + "/v1/messages"
+        # What the SDK sends: its version and client headers, the key, the entry's headers.
+        sdk_headers = {**self.client.default_headers, **self.client.auth_headers}
+        headers = {k: v for k, v in sdk_headers.items() if isinstance(v, str)}
+        self.wire = VendorHTTP(cloud, config, headers, self.client._make_status_error_from_response)
 
     async def complete(self, request: ChatRequest) -> JSON:
         if isinstance(request, NativeMessages):
             return await self._forward(request)
-        params = build_params(request, self.config)
-        message = await self.call(self.client.messages.create(**params))
-        return to_completion(message, request.model)
+        data = await self.call(self._post(_body(build_params(request, self.config))))
+        return to_completion(_message(data), request.model)
+
+    async def _post(self, body: JSON, headers: dict[str, str] | None = None) -> JSON:
+        async with self.wire.post(self._url, body, headers) as response:
+            data = await self.wire.json(response)
+        if not isinstance(data, dict):
+            raise httpx2.DecodingError("the answer is not a JSON object")
+        return data
 
     def stream(
         self, request: ChatRequest
@@ -79,17 +115,39 @@ class AnthropicProvider(SDKProvider):
             return self.open_stream(self._forwarded_chunks(request))
         return self.open_stream(self._chunks(request))
 
+    async def _events(
+        self, body: JSON, headers: dict[str, str] | None = None
+    ) -> AsyncGenerator[tuple[JSON, RawMessageStreamEvent], None]:
+        """The stream's events, parsed and as the SDK's types; ``event: error`` raised as the
+        SDK raises it."""
+        async with self.wire.post(self._url, {**body, "stream": True}, headers) as response:
+            async for name, data in self.wire.events(response):
+                if name == "ping" or not name:
+                    continue  # the SDK skips both
+                try:
+                    parsed = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise httpx2.DecodingError("a stream event is not JSON") from None
+                if name == "error":
+                    answer = httpx2.Response(
+                        response.status,
+                        headers=response.raw_headers,
+                        request=httpx2.Request("POST", self._url),
+                    )
+                    raise self.client._make_status_error(f"{parsed}", body=parsed, response=answer)
+                if isinstance(parsed, dict):
+                    yield parsed, _event(parsed)
+
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        params = build_params(request, self.config)
         translator = StreamTranslator(request.model)
-        stream = await self.client.messages.create(**params, stream=True)
+        events = self._events(_body(build_params(request, self.config)))
         try:
-            async for event in stream:
+            async for _, event in events:
                 for chunk in translator.feed(event):
                     yield chunk
             translator.check_finished()
         finally:
-            await stream.close()
+            await events.aclose()
 
     # -- Messages requests forwarded as they came -------------------------------------------------
 
@@ -103,36 +161,25 @@ class AnthropicProvider(SDKProvider):
         }
 
     async def _forward(self, request: NativeMessages) -> JSON:
-        message = await self.call(
-            self.client.post(
-                "/v1/messages",
-                cast_to=Message,
-                body=request.vendor_body(stream=False),
-                options={"headers": self._headers(request)},
-            )
+        data = await self.call(
+            self._post(request.vendor_body(stream=False), self._headers(request))
         )
-        return NativeCompletion(to_completion(message, request.model), message.to_dict())
+        message = _message(data)
+        return NativeCompletion(to_completion(message, request.model), data)
 
     async def _forwarded_chunks(self, request: NativeMessages) -> AsyncGenerator[StreamChunk, None]:
         translator = StreamTranslator(request.model)
-        stream = await self.client.post(
-            "/v1/messages",
-            cast_to=Message,
-            body=request.vendor_body(stream=True),
-            options={"headers": self._headers(request)},
-            stream=True,
-            stream_cls=AsyncStream[RawMessageStreamEvent],
-        )
+        stream = self._events(request.vendor_body(stream=True), self._headers(request))
         events: list[JSON] = []  # those that made no chunk yet (ping, block stops, signatures)
         try:
-            async for event in stream:
-                events.append(event.to_dict())
+            async for raw, event in stream:
+                events.append(raw)
                 for chunk in translator.feed(event):
                     yield NativeChunk(chunk.data, events)
                     events = []
             translator.check_finished()
         finally:
-            await stream.close()
+            await stream.aclose()
 
     # -- count_tokens (``TokenCounter``) ----------------------------------------------------------
 

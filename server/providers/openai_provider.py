@@ -1,23 +1,23 @@
 """``provider: openai``: OpenAI, or any vendor that speaks its API at a ``base_url`` (DeepSeek,
 Mistral, Groq, OpenRouter, Ollama …), through the official ``openai`` SDK.
 
-No translation is needed: the client's body goes out as sent (only ``model`` swapped), every field
-the SDK has no argument for riding in ``extra_body``, and the SDK's objects come back as dicts.
-What this provider adds over ``openai_compatible`` is the SDK's own handling of the vendor's
-errors and stream framing, mapped once in ``vendor_errors``.
+No translation is needed: the client's body goes out as sent (only ``model`` swapped). Chat
+completions, the hot path, are posted directly (``vendor_http``) and their answers relayed as
+parsed JSON; embeddings and legacy completions go through the SDK (on the same aiohttp session).
+What this provider adds over ``openai_compatible`` is OpenAI's own reading of errors — the SDK's
+exception classes, built by the SDK from the vendor's answer, mapped once in ``vendor_errors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 import openai
 import orjson
-from openai.types.chat import ChatCompletion
 
 from server.config import ModelConfig
 from server.errors import UpstreamProtocolError
@@ -28,16 +28,23 @@ from server.providers.sdk_base import SDKProvider
 from server.providers.tasks import check_task
 from server.providers.upstream_errors import check_usage
 from server.providers.vendor_errors import OPENAI
+from server.providers.vendor_http import VendorHTTP
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_DONE = b"[DONE]"
 
 # Most inputs OpenAI takes in one embeddings request.
 EMBEDDING_BATCH = 2048
 
 _EMBEDDING_OWN = ("model", "input", "encoding_format")
 
-# Sent as the SDK's own arguments; everything else in the body goes in ``extra_body``.
-_OWN = ("model", "messages", "stream")
+
+def _stream_error(error: Any, url: str) -> openai.APIError:
+    """An error event inside a stream, as the SDK raises it (``vendor_errors`` maps it)."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "An error occurred during streaming"
+    return openai.APIError(message, httpx2.Request("POST", url), body=error)
 
 
 def _vendor(base_url: str | None) -> str:
@@ -62,33 +69,36 @@ class OpenAIProvider(SDKProvider):
             default_headers=config.headers or None,
             http_client=cloud.http,
         )
+        self._chat_url = str(self.client.base_url.join("chat/completions"))
+        headers = {"Authorization": f"Bearer {config.api_key or 'none'}", **config.headers}
+        self.wire = VendorHTTP(cloud, config, headers, self.client._make_status_error_from_response)
 
-    def _extra(self, request: ChatRequest, stream: bool) -> JSON:
-        extra = {k: v for k, v in request.body.items() if k not in _OWN}
-        if stream and not request.include_usage:
-            # Ask for usage anyway, to count tokens; the gateway drops that chunk for the client.
-            extra["stream_options"] = {**(extra.get("stream_options") or {}), "include_usage": True}
-        return extra
+    def _body(self, request: UpstreamRequest, stream: bool) -> JSON:
+        body = {k: v for k, v in request.body.items() if k != "stream"}
+        body["model"] = request.upstream_model
+        if stream:
+            body["stream"] = True
+            if not request.include_usage:
+                # Ask for usage anyway, to count tokens; the gateway drops that chunk.
+                options = body.get("stream_options") or {}
+                body["stream_options"] = {**options, "include_usage": True}
+        return body
 
     async def complete(self, request: ChatRequest) -> JSON:
         check_task(self.config, "chat")
-        result = await self.call(
-            self.client.chat.completions.create(
-                model=request.upstream_model,
-                messages=cast(Any, request.messages),
-                extra_body=self._extra(request, stream=False),
-            )
-        )
-        if not isinstance(result, ChatCompletion):
-            # The SDK hands back text when the answer is not JSON (an event stream, a proxy's
-            # page): there is no completion in it.
+        data = await self.call(self._complete(request))
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            # Not JSON (a proxy's page, an event stream), or JSON of something else.
             raise UpstreamProtocolError(
                 f"{self.vendor} answered model '{self.config.name}' with something that is not a "
                 "chat completion."
             )
-        data = result.to_dict(mode="json")
-        check_usage(data.get("usage"), self.config.name)  # the SDK does not validate answers
+        check_usage(data.get("usage"), self.config.name)
         return data
+
+    async def _complete(self, request: ChatRequest) -> Any:
+        async with self.wire.post(self._chat_url, self._body(request, stream=False)) as response:
+            return await self.wire.json(response)
 
     def stream(
         self, request: ChatRequest
@@ -97,19 +107,26 @@ class OpenAIProvider(SDKProvider):
         return self.open_stream(self._chunks(request))
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        stream = await self.client.chat.completions.create(
-            model=request.upstream_model,
-            messages=cast(Any, request.messages),
-            stream=True,
-            extra_body=self._extra(request, stream=True),
-        )
-        try:
-            async for chunk in stream:
-                data = chunk.to_dict(mode="json")
-                check_usage(data.get("usage"), self.config.name)
-                yield StreamChunk(data=data)
-        finally:
-            await stream.close()
+        async with self.wire.post(self._chat_url, self._body(request, stream=True)) as response:
+            async for _, data in self.wire.events(response):
+                if data == _DONE:
+                    return
+                try:
+                    parsed = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError(
+                        f"{self.vendor} sent model '{self.config.name}' an event that is not JSON."
+                    ) from None
+                if isinstance(parsed, dict) and parsed.get("error"):
+                    raise _stream_error(parsed["error"], self._chat_url)
+                if not isinstance(parsed, dict):
+                    raise UpstreamProtocolError(
+                        f"{self.vendor} sent model '{self.config.name}' an event that is not an "
+                        "object."
+                    )
+                check_usage(parsed.get("usage"), self.config.name)
+                # Relayed as the vendor's bytes unless the gateway changes the chunk.
+                yield StreamChunk(data, parsed)
 
     # -- other abilities: embeddings and legacy completions (server/providers/base.py) ---------
 

@@ -66,6 +66,8 @@ class BoundedStream(httpx2.AsyncByteStream):
                 if limit is not None and self._seen + len(piece) > limit:
                     if self._truncate:
                         yield piece[: limit - self._seen]
+                        # The rest is never read: let the connection go now, not at GC.
+                        await self._inner.aclose()
                         return
                     raise httpx2.DecodingError(f"the answer is larger than {limit} bytes")
                 self._seen += len(piece)

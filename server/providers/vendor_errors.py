@@ -111,6 +111,10 @@ def timeout(exc: BaseException, ctx: ErrorContext) -> PuenteError:
 
 
 def connection(exc: BaseException, ctx: ErrorContext) -> PuenteError:
+    if isinstance(exc.__cause__, httpx2.DecodingError):
+        # The openai and anthropic SDKs wrap every failure while reading an answer as a
+        # connection error, the upstream limits' refusal of an oversized body included.
+        return protocol(exc.__cause__, ctx)
     log.warning("%s connection failed for %s: %s", ctx.vendor, ctx.model, type(exc).__name__)
     return UpstreamConnectionError(f"{ctx.vendor} could not be reached for model '{ctx.model}'.")
 

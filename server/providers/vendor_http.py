@@ -1,0 +1,125 @@
+"""A vendor's HTTP API spoken directly over the cloud aiohttp session, for the chat paths.
+
+The vendor SDKs cost far more CPU per request than the HTTP underneath (building options and
+headers, validating answers into their types and back into dicts, their own SSE decoders:
+``bench/README.md``, "Every provider kind"), so each provider's hot path posts JSON and reads the
+answer here. What the SDKs gave those paths is kept:
+
+- the upstream limits (``bounded``): an answer over ``max_body_bytes`` and an event-stream line
+  over ``max_line_bytes`` are refused, an error body is cut at ``max_error_bytes``; aiohttp
+  decompresses piece by piece, so the limits bound the decompressed size;
+- the model's timeouts (``connect``, and ``read`` per wait for bytes; ``total`` is the
+  provider's);
+- the errors: a transport failure comes out as the ``httpx2`` error the SDK would have let out
+  (``aiohttp_transport.httpx2_errors``), an error status as the SDK's own exception, built by the
+  SDK from the response (``status_error``), so ``vendor_errors`` stays the one place that maps
+  each vendor's errors;
+- redirects are never followed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import httpx2
+import orjson
+
+from server.config import ModelConfig
+from server.errors import InvalidRequest
+from server.providers.aiohttp_transport import httpx2_errors
+from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.cloud import CloudClients
+
+StatusError = Callable[[httpx2.Response], BaseException]
+
+
+class VendorHTTP:
+    def __init__(
+        self,
+        cloud: CloudClients,
+        config: ModelConfig,
+        headers: Mapping[str, str],
+        status_error: StatusError,
+    ) -> None:
+        self._cloud = cloud
+        self._config = config
+        self._limits = config.limits
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._status_error = status_error
+        t = config.timeouts
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` as JSON; yields the response once its status is a success. The
+        response is released on exit: a finished one returns its connection to the pool, one
+        left unread (a client that went away) closes it, which stops the vendor."""
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # orjson writes at most 255 levels of nesting but reads 1024: only a client's
+            # content nests that deep (as in ``openai_compatible``).
+            raise InvalidRequest(
+                "The request is nested too deeply to forward (more than 255 levels).",
+                code="invalid_value",
+            ) from None
+        sent = {**self._headers, **headers} if headers else self._headers
+        with httpx2_errors(connecting=True):
+            response = await self._cloud.vendor_session().post(
+                url, data=payload, headers=sent, timeout=self._timeout, allow_redirects=False
+            )
+        try:
+            if response.status >= 300:
+                raise await self._refusal(url, response)
+            yield response
+        finally:
+            response.release()
+
+    async def _refusal(self, url: str, response: aiohttp.ClientResponse) -> BaseException:
+        with httpx2_errors(connecting=False):
+            body = await read_prefix(response, self._limits.max_error_bytes)
+        answer = httpx2.Response(
+            response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=httpx2.Request("POST", url),
+        )
+        return self._status_error(answer)
+
+    async def json(self, response: aiohttp.ClientResponse) -> Any:
+        """The whole answer parsed, within ``max_body_bytes``; None when it is not JSON."""
+        try:
+            with httpx2_errors(connecting=False):
+                raw = await read_body(response, self._limits.max_body_bytes)
+        except TooLarge as exc:
+            raise httpx2.DecodingError(f"the answer is larger than {exc.limit} bytes") from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+
+    async def events(self, response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
+        """Server-sent events as (event name, data), each line within ``max_line_bytes``."""
+        name, data = "", list[bytes]()
+        try:
+            with httpx2_errors(connecting=False):
+                async for line in lines(response, self._limits.max_line_bytes):
+                    if not line:
+                        if data:
+                            yield name, b"\n".join(data)
+                        name, data = "", list[bytes]()
+                    elif line.startswith(b"data:"):
+                        value = line[5:]
+                        data.append(value[1:] if value[:1] == b" " else value)
+                    elif line.startswith(b"event:"):
+                        name = line[6:].strip().decode("utf-8", "replace")
+                    # Comments (":") and other fields are ignored, as the SSE standard says.
+        except TooLarge as exc:
+            raise httpx2.DecodingError(f"a stream line is longer than {exc.limit} bytes") from None
+        if data:
+            yield name, b"\n".join(data)
