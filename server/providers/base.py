@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import aiohttp
+import orjson
 
 from server.config import ModelConfig
+from server.errors import InvalidRequest
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.resilience.breaker import CircuitBreaker
 
@@ -120,3 +122,16 @@ class EngineOwner(Protocol):
     def take_engine(self, previous: EngineOwner) -> None: ...
 
     async def engine_ready(self, draining: Callable[[], bool]) -> None: ...
+
+
+def request_payload(body: object) -> bytes:
+    """``body`` as the JSON bytes to send upstream. orjson writes at most 255 levels of nesting
+    but reads 1024, so a body it parsed may not be writable; only a client's content nests that
+    deep, so it is the client's 400."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest(
+            "The request is nested too deeply to forward (more than 255 levels).",
+            code="invalid_value",
+        ) from None

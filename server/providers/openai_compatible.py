@@ -20,7 +20,6 @@ import orjson
 
 from server.config import ModelConfig
 from server.errors import (
-    InvalidRequest,
     PuenteError,
     UpstreamConnectionError,
     UpstreamProtocolError,
@@ -30,7 +29,7 @@ from server.errors import (
 from server.observability.request_context import request_id
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Balancer, Endpoint
-from server.providers.base import ChunkStream, Health
+from server.providers.base import ChunkStream, Health, request_payload
 from server.providers.bounded import TooLarge, lines, read_body, read_prefix
 from server.providers.embeddings import embed_in_batches
 from server.providers.redact import Redactor
@@ -168,15 +167,7 @@ class OpenAICompatibleProvider:
         reached it, so nothing is sent twice. The response is closed on exit whatever happened,
         so a client that goes away closes the upstream connection with it.
         """
-        try:
-            payload = orjson.dumps(body)
-        except orjson.JSONEncodeError:
-            # orjson writes at most 255 levels of nesting but reads 1024: a body it parsed may
-            # not be writable. Only a client's content nests that deep.
-            raise InvalidRequest(
-                "The request is nested too deeply to forward (more than 255 levels).",
-                code="invalid_value",
-            ) from None
+        payload = request_payload(body)
         tried: set[str] = set()
         while True:
             endpoint = self.balancer.pick(tried)

@@ -28,8 +28,8 @@ import httpx2
 import orjson
 
 from server.config import ModelConfig
-from server.errors import InvalidRequest
 from server.providers.aiohttp_transport import httpx2_errors
+from server.providers.base import request_payload
 from server.providers.bounded import TooLarge, lines, read_body, read_prefix
 from server.providers.cloud import CloudClients
 
@@ -59,15 +59,7 @@ class VendorHTTP:
         """POST ``body`` as JSON; yields the response once its status is a success. The
         response is released on exit: a finished one returns its connection to the pool, one
         left unread (a client that went away) closes it, which stops the vendor."""
-        try:
-            payload = orjson.dumps(body)
-        except orjson.JSONEncodeError:
-            # orjson writes at most 255 levels of nesting but reads 1024: only a client's
-            # content nests that deep (as in ``openai_compatible``).
-            raise InvalidRequest(
-                "The request is nested too deeply to forward (more than 255 levels).",
-                code="invalid_value",
-            ) from None
+        payload = request_payload(body)
         sent = {**self._headers, **headers} if headers else self._headers
         with httpx2_errors(connecting=True):
             response = await self._cloud.vendor_session().post(
