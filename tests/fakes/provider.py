@@ -65,6 +65,16 @@ class FakeProvider:
         if (labels := self._labels(request)) is not None:
             return self._label_completion(request, labels)
         words = self._words(self._verdict(request))
+        return self._completion(request, "".join(words), "stop", None, self._usage(request, words))
+
+    def _completion(
+        self,
+        request: ChatRequest,
+        content: str,
+        finish_reason: str,
+        logprobs: JSON | None,
+        usage: dict[str, int],
+    ) -> JSON:
         return {
             "id": f"chatcmpl-fake-{len(self.received)}",
             "object": "chat.completion",
@@ -73,12 +83,12 @@ class FakeProvider:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(words)},
-                    "finish_reason": "stop",
-                    "logprobs": None,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
+                    "logprobs": logprobs,
                 }
             ],
-            "usage": self._usage(request, words),
+            "usage": usage,
         }
 
     @asynccontextmanager
@@ -135,21 +145,8 @@ class FakeProvider:
         token = ranked[0][0] if ranked else ""
         logprobs = {"content": [{**top[0], "top_logprobs": top}]} if top else None
         prompt = self._usage(request, [])["prompt_tokens"]
-        return {
-            "id": f"chatcmpl-fake-{len(self.received)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.upstream_model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": token},
-                    "finish_reason": "length",
-                    "logprobs": logprobs,
-                }
-            ],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1},
-        }
+        usage = {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1}
+        return self._completion(request, token, "length", logprobs, usage)
 
     def _words(self, text: str | None = None) -> list[str]:
         parts = (self.reply if text is None else text).split(" ")
