@@ -9,6 +9,7 @@
     │   └── ModelNotFound            404 invalid_request_error / model_not_found
     ├── MethodNotAllowed             405 invalid_request_error
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
+    ├── UnsupportedEncoding          415 invalid_request_error / unsupported_content_encoding
     ├── RateLimited                  429 rate_limit_error (Retry-After)                 retryable
     ├── ServiceUnavailable           503 service_unavailable (Retry-After)              retryable
     └── UpstreamError                502 upstream_error
@@ -144,6 +145,21 @@ class PayloadTooLarge(PuenteError):
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"Request body is larger than the limit of {limit} bytes.", code="request_too_large"
+        )
+
+
+class UnsupportedEncoding(PuenteError):
+    """A compressed request body: Puente reads bodies as sent (as OpenAI's and Anthropic's APIs
+    do), and compressed bytes read as JSON would only give a misleading parse error."""
+
+    status = 415
+    type = "invalid_request_error"
+    kind = "unsupported_content_encoding"
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            f"Content-Encoding {encoding!r} is not supported: send the request body uncompressed.",
+            code="unsupported_content_encoding",
         )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -96,6 +98,32 @@ def test_body_over_limit_is_413(puente: InProcessPuente, fake: FakeOpenAI) -> No
     response = httpx.post(puente.base_url + "/chat/completions", content=chunks(), timeout=10)
     assert response.status_code == 413
     assert fake.state.received == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "x-custom"])
+def test_compressed_body_is_415_not_a_parse_error(
+    puente: InProcessPuente, fake: FakeOpenAI, encoding: str
+) -> None:
+    body = orjson.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        puente.base_url + "/chat/completions",
+        content=gzip.compress(body),
+        headers={"content-type": "application/json", "content-encoding": encoding},
+        timeout=10,
+    )
+    assert response.status_code == 415
+    error = error_envelope(response)
+    assert error["code"] == "unsupported_content_encoding"
+    assert encoding in error["message"] and "uncompressed" in error["message"]
+    assert fake.state.received == []
+    # "identity" is no compression: the body is read as sent.
+    plain = httpx.post(
+        puente.base_url + "/chat/completions",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": "identity"},
+        timeout=10,
+    )
+    assert plain.status_code == 200
 
 
 @pytest.mark.parametrize("stream", [False, True])

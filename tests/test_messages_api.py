@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -565,6 +566,15 @@ def test_errors_outside_the_door_are_anthropics_too(
     assert big.status_code == 413
     assert big.json()["type"] == "error"
     assert big.json()["error"]["type"] == "request_too_large"
+    packed = httpx.post(
+        puente.url + "/v1/messages",
+        content=gzip.compress(b"{}"),
+        headers={**headers, "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert packed.status_code == 415
+    assert packed.json()["type"] == "error"
+    assert packed.json()["error"]["type"] == "invalid_request_error"
+    assert "Content-Encoding 'gzip'" in packed.json()["error"]["message"]
     missing = httpx.post(puente.url + "/v1/messages/nothing-here", json={}, headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.NotFoundError) as caught:

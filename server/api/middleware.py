@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.envelopes import error_response_for
 from server.config import CorsConfig
-from server.errors import PayloadTooLarge
+from server.errors import PayloadTooLarge, PuenteError, UnsupportedEncoding
 from server.observability.request_context import request_id, request_started
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -63,7 +63,7 @@ class RequestIdMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses bodies over ``limit`` bytes with 413, by Content-Length or while reading a chunked
-    body, before the handler holds it all in memory."""
+    body, before the handler holds it all in memory; and compressed bodies with 415."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -73,12 +73,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        encoding = _header(scope, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            shown = encoding.decode("latin-1")[:40]
+            await _refuse(scope, receive, send, UnsupportedEncoding(shown))
+            return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            request = Request(scope)
-            error = PayloadTooLarge(self.limit)
-            response = error_response_for(request.url.path, request.headers, error)
-            await response(scope, receive, send)
+            await _refuse(scope, receive, send, PayloadTooLarge(self.limit))
             return
         seen = 0
 
@@ -92,6 +94,13 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: PuenteError) -> None:
+    """Answer ``error`` in the caller's envelope before the body is read."""
+    request = Request(scope)
+    response = error_response_for(request.url.path, request.headers, error)
+    await response(scope, receive, send)
 
 
 _CORS_METHODS = b"GET, POST, DELETE, OPTIONS"
