@@ -106,33 +106,26 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
                 return frames
 
     else:
-        from google.genai import types  # noqa: PLC0415
-        from google.genai.models import _GenerateContentResponse_from_mldev  # noqa: PLC0415
-
+        from server.providers import gemini_answer as ga  # noqa: PLC0415
         from server.providers import gemini_translate as gt  # noqa: PLC0415
 
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{root}/v1beta/models/bench-model:{method}"
         from server.providers.images import ImageFetcher  # noqa: PLC0415
 
-        contents, _ = await gt.build_request(request, ImageFetcher(None))
-        payload = {"contents": [c.model_dump(exclude_none=True) for c in contents]}
+        payload = await gt.build_request(request, ImageFetcher(None))
         headers = {"x-goog-api-key": "bench-key", "Content-Type": "application/json"}
-
-        def answer(data: dict[str, Any]) -> Any:
-            converted = _GenerateContentResponse_from_mldev(data)
-            return types.GenerateContentResponse._from_response(response=converted, kwargs={})
 
         async def call() -> int:
             async with session.post(url, data=orjson.dumps(payload), headers=headers) as response:
                 if not stream:
                     data = orjson.loads(await read_body(response, limits.max_body_bytes))
-                    gt.to_completion(answer(data), "m")
+                    ga.to_completion(data, "m")
                     return 0
-                translator, frames = gt.StreamTranslator("m"), 0
+                translator, frames = ga.StreamTranslator("m"), 0
                 async for line in lines(response, limits.max_line_bytes):
                     if line.startswith(b"data:"):
-                        frames += len(list(translator.feed(answer(orjson.loads(line[5:])))))
+                        frames += len(list(translator.feed(orjson.loads(line[5:]))))
                 return frames + len(list(translator.finish()))
 
     return call, session.close
