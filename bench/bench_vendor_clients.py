@@ -8,9 +8,9 @@ streamed, with 32 callers at once. Variants:
 - ``httpx2``: the SDK on ``httpx2``'s own connection pool (Puente before issue 16);
 - ``aiohttp``: the SDK on ``server/providers/aiohttp_transport.py`` (one aiohttp session);
 - ``raw``: no SDK at all, for reference: the ``openai_compatible`` provider (aiohttp, orjson, bytes
-  relayed), which is what the OpenAI wire format costs when spoken directly; for Anthropic and
-  Gemini, the same reading plus building the SDK's answer types from the parsed JSON (what a
-  provider that spoke HTTP itself but kept today's translators would still pay).
+  relayed), which is what the OpenAI wire format costs when spoken directly; for Anthropic, the
+  same reading plus building the SDK's answer types from the parsed JSON (what its translator
+  reads); for Gemini, the same reading through ``gemini_answer`` (plain JSON, as the provider).
 
 Reported: the provider process's CPU per request (or per stream), the figure a gateway pays.
 Once a provider's chat path speaks HTTP itself (``vendor_http``, issue 16), its ``httpx2`` and
