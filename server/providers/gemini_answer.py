@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from google.genai.errors import UnknownApiResponseError
 
 from server.pipeline.request import JSON, StreamChunk
 from server.providers import chat_shapes as shapes
+
+log = logging.getLogger("puente.gemini")
 
 _CONTENT_FILTER = frozenset(
     [
@@ -54,6 +57,9 @@ _COUNTS = (
 
 
 def off_protocol(what: str) -> UnknownApiResponseError:
+    # ``vendor_errors`` logs the refusal by its class; which field it was is told here. Field
+    # paths only: never a value, which is the vendor's (or the prompt's) content.
+    log.debug("Gemini's answer does not fit its API: %s", what)
     return UnknownApiResponseError(f"Gemini's answer does not fit its API: {what}")
 
 
