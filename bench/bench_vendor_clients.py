@@ -8,9 +8,9 @@ streamed, with 32 callers at once. Variants:
 - ``httpx2``: the SDK on ``httpx2``'s own connection pool (Puente before issue 16);
 - ``aiohttp``: the SDK on ``server/providers/aiohttp_transport.py`` (one aiohttp session);
 - ``raw``: no SDK at all, for reference: the ``openai_compatible`` provider (aiohttp, orjson, bytes
-  relayed), which is what the OpenAI wire format costs when spoken directly; for Anthropic and
-  Gemini, the same reading plus building the SDK's answer types from the parsed JSON (what a
-  provider that spoke HTTP itself but kept today's translators would still pay).
+  relayed), which is what the OpenAI wire format costs when spoken directly; for Anthropic, the
+  same reading plus building the SDK's answer types from the parsed JSON (what its translator
+  reads); for Gemini, the same reading through ``gemini_answer`` (plain JSON, as the provider).
 
 Reported: the provider process's CPU per request (or per stream), the figure a gateway pays.
 Once a provider's chat path speaks HTTP itself (``vendor_http``, issue 16), its ``httpx2`` and
@@ -106,33 +106,26 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
                 return frames
 
     else:
-        from google.genai import types  # noqa: PLC0415
-        from google.genai.models import _GenerateContentResponse_from_mldev  # noqa: PLC0415
-
+        from server.providers import gemini_answer as ga  # noqa: PLC0415
         from server.providers import gemini_translate as gt  # noqa: PLC0415
 
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{root}/v1beta/models/bench-model:{method}"
         from server.providers.images import ImageFetcher  # noqa: PLC0415
 
-        contents, _ = await gt.build_request(request, ImageFetcher(None))
-        payload = {"contents": [c.model_dump(exclude_none=True) for c in contents]}
+        payload = await gt.build_request(request, ImageFetcher(None))
         headers = {"x-goog-api-key": "bench-key", "Content-Type": "application/json"}
-
-        def answer(data: dict[str, Any]) -> Any:
-            converted = _GenerateContentResponse_from_mldev(data)
-            return types.GenerateContentResponse._from_response(response=converted, kwargs={})
 
         async def call() -> int:
             async with session.post(url, data=orjson.dumps(payload), headers=headers) as response:
                 if not stream:
                     data = orjson.loads(await read_body(response, limits.max_body_bytes))
-                    gt.to_completion(answer(data), "m")
+                    ga.to_completion(data, "m")
                     return 0
-                translator, frames = gt.StreamTranslator("m"), 0
+                translator, frames = ga.StreamTranslator("m"), 0
                 async for line in lines(response, limits.max_line_bytes):
                     if line.startswith(b"data:"):
-                        frames += len(list(translator.feed(answer(orjson.loads(line[5:])))))
+                        frames += len(list(translator.feed(orjson.loads(line[5:]))))
                 return frames + len(list(translator.finish()))
 
     return call, session.close

@@ -49,7 +49,7 @@ async def test_too_many_images_are_refused_before_the_extra_one_is_fetched(
     assert len(gemini_vendor.state.image_requests) - before == 4
     # Four is fine.
     _, contents = await convert_messages(_message([gemini_vendor.image_url()] * 4), fetcher)
-    assert contents[0].parts is not None and len(contents[0].parts) == 5
+    assert len(contents[0]["parts"]) == 5
 
 
 async def test_the_images_of_a_request_are_bounded_together(

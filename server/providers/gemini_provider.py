@@ -1,11 +1,11 @@
 """``provider: gemini``: Google Gemini (the Gemini API, ``generativelanguage.googleapis.com``),
-translated both ways in ``gemini_translate``.
+translated both ways in ``gemini_translate`` (requests) and ``gemini_answer`` (answers).
 
-``generateContent``, the hot path, is posted directly (``vendor_http``); the official
-``google-genai`` SDK still builds each request (URL, headers, body: ``_build_request``) and each
-answer's types, as it would itself, and its exceptions carry the vendor's errors (statuses and
-error objects inside a stream) to ``vendor_errors``. Embeddings go through the SDK (on the same
-aiohttp session)."""
+``generateContent``, the hot path, is posted directly (``vendor_http``) as plain JSON; the
+official ``google-genai`` SDK builds, once per provider, the URL prefix and the headers it would
+send itself (``_build_request``), and its exceptions carry the vendor's errors (statuses and error
+objects inside a stream) to ``vendor_errors``. Embeddings go through the SDK (on the same aiohttp
+session)."""
 
 from __future__ import annotations
 
@@ -14,26 +14,22 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx2
 import orjson
 import pydantic
 from google import genai
-from google.genai import _common, types
 from google.genai import errors as genai_errors
-from google.genai.models import (
-    _GenerateContentParameters_to_mldev,
-    _GenerateContentResponse_from_mldev,
-)
+from google.genai import types
 
 from server.config import ModelConfig
 from server.errors import InvalidRequest
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.cloud import CloudClients
 from server.providers.embeddings import embed_in_batches
+from server.providers.gemini_answer import StreamTranslator, to_completion
 from server.providers.gemini_embeddings import embed_request, to_embedding_list
-from server.providers.gemini_translate import StreamTranslator, build_request, to_completion
+from server.providers.gemini_translate import build_request
 from server.providers.sdk_base import SDKProvider
 from server.providers.tasks import check_task
 from server.providers.vendor_errors import GEMINI
@@ -70,6 +66,14 @@ def _status_error_from_response(response: httpx2.Response) -> BaseException:
     return _status_error(response.status_code, body, response)
 
 
+def _raise_error_object(data: Any) -> None:
+    """An error object in place of an answer (``{"error": {...}}``, as Gemini sends one inside a
+    stream) raised as the SDK raises it."""
+    if isinstance(data, dict) and "error" in data:
+        error = data["error"] if isinstance(data["error"], dict) else {}
+        raise _status_error(error.get("code"), data, None)
+
+
 # Most inputs one batchEmbedContents request takes.
 EMBEDDING_BATCH = 100
 
@@ -78,7 +82,8 @@ class GeminiProvider(SDKProvider):
     kind = "gemini"
     vendor = "Gemini"
     errors = GEMINI
-    # pydantic: the SDK validates the vendor's answer against its types (a count that is text).
+    # pydantic: the SDK validates embedding answers against its types (a count that is text);
+    # UnknownApiResponseError: a chat answer that does not fit the API (``gemini_answer``).
     caught = (
         genai_errors.APIError,
         genai_errors.UnknownApiResponseError,
@@ -89,7 +94,6 @@ class GeminiProvider(SDKProvider):
     def __init__(self, config: ModelConfig, cloud: CloudClients) -> None:
         super().__init__(config)
         self.images = cloud.images
-        self.wire = VendorHTTP(cloud, config, {}, _status_error_from_response)
         self.client = genai.Client(
             vertexai=False,  # never switched on by GOOGLE_GENAI_USE_VERTEXAI in the environment
             api_key=config.api_key or "none",
@@ -102,66 +106,30 @@ class GeminiProvider(SDKProvider):
                 retry_options=types.HttpRetryOptions(attempts=1),  # Puente's router retries
             ),
         )
+        # What the SDK would send with every request, asked once: the versioned base URL
+        # (``…/v1/``) and its headers (key, client headers, user agent, server timeout).
+        base = self.client._api_client._build_request("post", "", {}, None)
+        self.url_prefix = base.url
+        self.wire = VendorHTTP(cloud, config, base.headers, _status_error_from_response)
 
-    def _http(
-        self,
-        model: str,
-        contents: list[types.Content],
-        config: types.GenerateContentConfig,
-        stream: bool,
-    ) -> tuple[str, JSON, dict[str, str], types._GenerateContentParameters]:
-        """URL, body and headers the SDK would send, built by the SDK (``generate_content``)."""
-        params = types._GenerateContentParameters(model=model, contents=contents, config=config)
-        api = self.client._api_client
-        built = _GenerateContentParameters_to_mldev(api, params, None, params)
+    def _url(self, model: str, stream: bool) -> str:
+        # As the SDK names a Gemini API model (``t_model``): ``models/`` unless already prefixed.
+        if not model.startswith(("models/", "tunedModels/")):
+            model = "models/" + model
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        path = f"{{model}}:{method}".format_map(built.get("_url") or {"model": model})
-        if query := built.get("_query"):
-            path += ("&" if "?" in path else "?") + urlencode(query)
-        built.pop("config", None)
-        body = _common.encode_unserializable_types(_common.convert_to_dict(built))
-        request = api._build_request("post", path, body, None)
-        return request.url, request.data, request.headers, params  # type: ignore[return-value]
-
-    def _answer(
-        self, data: Any, params: types._GenerateContentParameters
-    ) -> types.GenerateContentResponse:
-        """The answer's type, built as the SDK builds it."""
-        config = params.config
-        kwargs: dict[str, object] = (
-            {
-                "config": {
-                    "response_schema": getattr(config, "response_schema", None),
-                    "response_json_schema": getattr(config, "response_json_schema", None),
-                    "include_all_fields": getattr(config, "include_all_fields", None),
-                }
-            }
-            if config is not None
-            else {}
-        )
-        converted = _GenerateContentResponse_from_mldev(data or {}, None, params)
-        return types.GenerateContentResponse._from_response(response=converted, kwargs=kwargs)
+        return f"{self.url_prefix}{model}:{method}"
 
     async def complete(self, request: ChatRequest) -> JSON:
         check_task(self.config, "chat")
         model = check_model_id(request.upstream_model)
-        contents, config = await build_request(request, self.images)
-        url, body, headers, params = self._http(model, contents, config, stream=False)
-        response = await self.call(self._post(url, body, headers, params))
-        return to_completion(response, request.model)
+        body = await build_request(request, self.images)
+        return await self.call(self._post(self._url(model, stream=False), body, request.model))
 
-    async def _post(
-        self,
-        url: str,
-        body: JSON,
-        headers: dict[str, str],
-        params: types._GenerateContentParameters,
-    ) -> types.GenerateContentResponse:
-        async with self.wire.post(url, body, headers) as response:
+    async def _post(self, url: str, body: JSON, model: str) -> JSON:
+        async with self.wire.post(url, body) as response:
             data = await self.wire.json(response)
-        if not isinstance(data, dict):
-            raise genai_errors.UnknownApiResponseError("the answer is not a JSON object")
-        return self._answer(data, params)
+        _raise_error_object(data)
+        return to_completion(data, model)
 
     def stream(
         self, request: ChatRequest
@@ -171,11 +139,10 @@ class GeminiProvider(SDKProvider):
         return self.open_stream(self._chunks(request))
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        contents, config = await build_request(request, self.images)
+        body = await build_request(request, self.images)
         translator = StreamTranslator(request.model)
-        model = check_model_id(request.upstream_model)
-        url, body, headers, params = self._http(model, contents, config, stream=True)
-        async with self.wire.post(url, body, headers) as response:
+        url = self._url(check_model_id(request.upstream_model), stream=True)
+        async with self.wire.post(url, body) as response:
             async for _, data in self.wire.events(response):
                 try:
                     parsed = orjson.loads(data)
@@ -183,11 +150,8 @@ class GeminiProvider(SDKProvider):
                     raise genai_errors.UnknownApiResponseError(
                         "a stream event is not JSON"
                     ) from None
-                if isinstance(parsed, dict) and "error" in parsed:
-                    # As the SDK raises an error object inside a stream.
-                    error = parsed["error"] if isinstance(parsed["error"], dict) else {}
-                    raise _status_error(error.get("code"), parsed, None)
-                for chunk in translator.feed(self._answer(parsed, params)):
+                _raise_error_object(parsed)
+                for chunk in translator.feed(parsed):
                     yield chunk
         for chunk in translator.finish():
             yield chunk

@@ -22,8 +22,10 @@ piece is validated with ``types.GenerateContentResponse`` before it is sent.
 Behaviour per upstream model (``program``): ``status`` (+ ``retry_delay``), ``hang``,
 ``error_after`` (stream pieces before an error frame), ``tool_calls``, ``reply``, ``delay``,
 ``finish_reason``, ``blocked`` (the prompt is refused: no candidates); and, as a broken vendor
-would: ``usage`` (merged into ``usageMetadata`` as given, unvalidated) and ``retry_after`` (a raw
-``Retry-After`` header on a programmed error).
+would: ``usage`` (merged into ``usageMetadata`` as given, unvalidated), ``retry_after`` (a raw
+``Retry-After`` header on a programmed error), ``broken`` (sent as is, unvalidated, in place of
+the whole answer, or in a stream as the piece after the first ``broken_after``, default 1; JSON
+unless given as bytes) and ``end_after`` (a stream that ends cleanly after that many pieces).
 """
 
 from __future__ import annotations
@@ -138,6 +140,10 @@ def proto_json(node: Any) -> Any:
         name = head + "".join(word.title() for word in rest)
         out[name] = value if name in OPAQUE else proto_json(value)
     return out
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else orjson.dumps(value)
 
 
 def _text(parts: list[dict[str, Any]]) -> str:
@@ -260,6 +266,8 @@ class FakeGemini(VendorServer):
             if request.query.get("alt") != "sse":
                 return error_response(400, "The fake streams only with alt=sse.")
             return await self._stream(request, answer, plan)
+        if "broken" in plan:
+            return web.Response(body=_raw(plan["broken"]), content_type="application/json")
         return web.json_response(answer)
 
     def _embed(self, body: dict[str, Any], model: str) -> web.Response:
@@ -426,11 +434,18 @@ class FakeGemini(VendorServer):
             }
             pieces.append({**base, "usageMetadata": meta, "candidates": [last]})
         fail_after = plan.get("error_after")
+        broken_after = int(plan.get("broken_after", 1)) if "broken" in plan else None
+        end_after = plan.get("end_after")
         for n, piece in enumerate(pieces):
             if fail_after is not None and n == int(fail_after):
                 error = error_body(503, "The model is overloaded. Please try again later.")
                 await response.write(b"data: " + orjson.dumps(error) + b"\r\n\r\n")
                 return response
+            if n == broken_after:
+                await response.write(b"data: " + _raw(plan["broken"]) + b"\r\n\r\n")
+                return response
+            if end_after is not None and n == int(end_after):
+                break
             types.GenerateContentResponse.model_validate(piece)
             await response.write(b"data: " + orjson.dumps(piece) + b"\r\n\r\n")
             if await self.idle(request, float(plan.get("delay", 0.001))):
