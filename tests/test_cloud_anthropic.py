@@ -469,3 +469,31 @@ def test_cache_writes_count_as_prompt_tokens_whole_and_streamed(
         assert usage.prompt_tokens_details is not None
         assert usage.prompt_tokens_details.cached_tokens == 2
         assert usage.completion_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+        ("a_reason_added_later", "stop"),  # not in the SDK's types yet: still an ending
+    ],
+)
+def test_stop_reasons_become_finish_reasons_whole_and_streamed(
+    cloud: openai.OpenAI, claude_fake: FakeAnthropic, stop_reason: str, finish_reason: str
+) -> None:
+    def said(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["type"] == "message":
+            return {**payload, "stop_reason": stop_reason}
+        if payload["type"] == "message_delta":
+            return {**payload, "delta": {**payload["delta"], "stop_reason": stop_reason}}
+        return payload
+
+    claude_fake.program("ending", mangle=said)
+    reply = cloud.chat.completions.create(model="claude/ending", messages=[USER])
+    streamed = collect(
+        cloud.chat.completions.create(model="claude/ending", messages=[USER], stream=True)
+    )
+    assert reply.choices[0].finish_reason == finish_reason
+    assert streamed.finish == finish_reason
