@@ -9,8 +9,8 @@ streamed, with 32 callers at once. Variants:
 - ``aiohttp``: the SDK on ``server/providers/aiohttp_transport.py`` (one aiohttp session);
 - ``raw``: no SDK at all, for reference: the ``openai_compatible`` provider (aiohttp, orjson, bytes
   relayed), which is what the OpenAI wire format costs when spoken directly; for Anthropic, the
-  same reading plus building the SDK's answer types from the parsed JSON (what its translator
-  reads); for Gemini, the same reading through ``gemini_answer`` (plain JSON, as the provider).
+  same reading plus its translator on the parsed JSON (``anthropic_answer``); for Gemini, the same
+  reading through ``gemini_answer`` (plain JSON, as the provider).
 
 Reported: the provider process's CPU per request (or per stream), the figure a gateway pays.
 Once a provider's chat path speaks HTTP itself (``vendor_http``, issue 16), its ``httpx2`` and
@@ -80,9 +80,7 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
     request = ChatRequest.from_body(orjson.loads(request_body(stream)))
     root = base.removesuffix("/v1")
     if vendor == "anthropic":
-        from anthropic._models import construct_type  # noqa: PLC0415
-        from anthropic.types import Message, RawMessageStreamEvent  # noqa: PLC0415
-
+        from server.providers import anthropic_answer as aa  # noqa: PLC0415
         from server.providers import anthropic_translate as at  # noqa: PLC0415
 
         url = root + "/v1/messages"
@@ -94,14 +92,12 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
             async with session.post(url, data=body, headers=headers) as response:
                 if not stream:
                     data = orjson.loads(await read_body(response, limits.max_body_bytes))
-                    at.to_completion(construct_type(type_=Message, value=data), "m")
+                    aa.to_completion(data, "m")
                     return 0
-                translator, frames = at.StreamTranslator("m"), 0
+                translator, frames = aa.StreamTranslator("m"), 0
                 async for line in lines(response, limits.max_line_bytes):
                     if line.startswith(b"data:"):
-                        event = construct_type(
-                            type_=RawMessageStreamEvent, value=orjson.loads(line[5:])
-                        )
+                        event = orjson.loads(line[5:])
                         frames += len(list(translator.feed(event)))
                 return frames
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -436,3 +437,63 @@ def test_thinking_is_counted_but_not_passed_on(
     assert streamed.usage is not None
     assert streamed.usage.completion_tokens_details is not None
     assert streamed.usage.completion_tokens_details.reasoning_tokens == 3
+
+
+def test_cache_writes_count_as_prompt_tokens_whole_and_streamed(
+    cloud: openai.OpenAI, claude_fake: FakeAnthropic
+) -> None:
+    # Anthropic reports cache writes apart too; in a stream only message_start has them (the
+    # final message_delta repeats the counts that changed), so they must carry over.
+    def writes(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["type"] == "message":
+            return {**payload, "usage": {**payload["usage"], "cache_creation_input_tokens": 5}}
+        if payload["type"] == "message_start":
+            message = payload["message"]
+            usage = {**message["usage"], "cache_creation_input_tokens": 5}
+            return {**payload, "message": {**message, "usage": usage}}
+        return payload
+
+    claude_fake.program("cache-writer", mangle=writes)
+    reply = cloud.chat.completions.create(model="claude/cache-writer", messages=[USER])
+    streamed = collect(
+        cloud.chat.completions.create(
+            model="claude/cache-writer",
+            messages=[USER],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for usage in (reply.usage, streamed.usage):
+        assert usage is not None
+        assert usage.prompt_tokens == 9 + 2 + 5  # input, cache reads, cache writes
+        assert usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens == 2
+        assert usage.completion_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+        ("a_reason_added_later", "stop"),  # not in the SDK's types yet: still an ending
+    ],
+)
+def test_stop_reasons_become_finish_reasons_whole_and_streamed(
+    cloud: openai.OpenAI, claude_fake: FakeAnthropic, stop_reason: str, finish_reason: str
+) -> None:
+    def said(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["type"] == "message":
+            return {**payload, "stop_reason": stop_reason}
+        if payload["type"] == "message_delta":
+            return {**payload, "delta": {**payload["delta"], "stop_reason": stop_reason}}
+        return payload
+
+    claude_fake.program("ending", mangle=said)
+    reply = cloud.chat.completions.create(model="claude/ending", messages=[USER])
+    streamed = collect(
+        cloud.chat.completions.create(model="claude/ending", messages=[USER], stream=True)
+    )
+    assert reply.choices[0].finish_reason == finish_reason
+    assert streamed.finish == finish_reason

@@ -1,54 +1,39 @@
-"""``provider: anthropic``: Claude, translated both ways in ``anthropic_translate``; a Messages
-request from ``/v1/messages`` is forwarded as it came (``anthropic_native``).
+"""``provider: anthropic``: Claude, its requests translated in ``anthropic_translate`` and its
+answers in ``anthropic_answer``; a Messages request from ``/v1/messages`` is forwarded as it came
+(``anthropic_native``).
 
 Messages requests, the hot path, are posted directly (``vendor_http``) with the headers the
-official ``anthropic`` SDK would send; the answers are built into the SDK's types the way the SDK
-builds them (``construct_type``: no validation), and errors — statuses and ``event: error`` in a
-stream — become the SDK's own exceptions, built by the SDK, mapped once in ``vendor_errors``.
-count_tokens goes through the SDK itself (on the same aiohttp session)."""
+official ``anthropic`` SDK would send; answers and stream events are read as plain JSON, checked
+field by field (``anthropic_answer``); errors — statuses and ``event: error`` in a stream — become
+the SDK's own exceptions, built by the SDK, mapped once in ``vendor_errors``. count_tokens goes
+through the SDK itself (on the same aiohttp session)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import cast
 
 import anthropic
 import httpx2
 import orjson
-from anthropic._models import construct_type
-from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
+from anthropic.types import MessageTokensCount
 
 from server.config import ModelConfig
 from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.providers.anthropic_answer import StreamTranslator, to_completion
 from server.providers.anthropic_native import (
     FORWARDED_HEADERS,
     NativeChunk,
     NativeCompletion,
     NativeMessages,
 )
-from server.providers.anthropic_translate import StreamTranslator, build_params, to_completion
+from server.providers.anthropic_translate import build_params
 from server.providers.cloud import CloudClients, sdk_timeout
 from server.providers.sdk_base import SDKProvider
 from server.providers.vendor_errors import ANTHROPIC
 from server.providers.vendor_http import VendorHTTP
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-
-
-def _message(data: JSON) -> Message:
-    # As the SDK builds its answers: into its types without validating them.
-    return cast(Message, construct_type(type_=Message, value=data))
-
-
-def _event(data: JSON) -> RawMessageStreamEvent:
-    return cast(RawMessageStreamEvent, construct_type(type_=RawMessageStreamEvent, value=data))
-
-
-def _body(params: JSON) -> JSON:
-    """``messages.create``'s keyword arguments as the body the SDK would send."""
-    extra = params.get("extra_body") or {}
-    return {**{k: v for k, v in params.items() if k != "extra_body"}, **extra}
 
 
 # Fields of a Messages body that count_tokens refuses: they shape a generation, not the input.
@@ -62,7 +47,6 @@ _NOT_COUNTED = frozenset(
         "top_k",
         "metadata",
         "service_tier",
-        "extra_body",
         "container",
         "inference_geo",
         "speed",
@@ -98,8 +82,8 @@ class AnthropicProvider(SDKProvider):
     async def complete(self, request: ChatRequest) -> JSON:
         if isinstance(request, NativeMessages):
             return await self._forward(request)
-        data = await self.call(self._post(_body(build_params(request, self.config))))
-        return to_completion(_message(data), request.model)
+        data = await self.call(self._post(build_params(request, self.config)))
+        return to_completion(data, request.model)
 
     async def _post(self, body: JSON, headers: dict[str, str] | None = None) -> JSON:
         async with self.wire.post(self._url, body, headers) as response:
@@ -117,9 +101,9 @@ class AnthropicProvider(SDKProvider):
 
     async def _events(
         self, body: JSON, headers: dict[str, str] | None = None
-    ) -> AsyncGenerator[tuple[JSON, RawMessageStreamEvent], None]:
-        """The stream's events, parsed and as the SDK's types; ``event: error`` raised as the
-        SDK raises it."""
+    ) -> AsyncGenerator[JSON, None]:
+        """The stream's events, parsed (each a JSON object); ``event: error`` raised as the SDK
+        raises it."""
         async with self.wire.post(self._url, {**body, "stream": True}, headers) as response:
             async for name, data in self.wire.events(response):
                 if name == "ping" or not name:
@@ -135,14 +119,15 @@ class AnthropicProvider(SDKProvider):
                         request=httpx2.Request("POST", self._url),
                     )
                     raise self.client._make_status_error(f"{parsed}", body=parsed, response=answer)
-                if isinstance(parsed, dict):
-                    yield parsed, _event(parsed)
+                if not isinstance(parsed, dict):
+                    raise httpx2.DecodingError("a stream event is not a JSON object")
+                yield parsed
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         translator = StreamTranslator(request.model)
-        events = self._events(_body(build_params(request, self.config)))
+        events = self._events(build_params(request, self.config))
         try:
-            async for _, event in events:
+            async for event in events:
                 for chunk in translator.feed(event):
                     yield chunk
             translator.check_finished()
@@ -164,16 +149,15 @@ class AnthropicProvider(SDKProvider):
         data = await self.call(
             self._post(request.vendor_body(stream=False), self._headers(request))
         )
-        message = _message(data)
-        return NativeCompletion(to_completion(message, request.model), data)
+        return NativeCompletion(to_completion(data, request.model), data)
 
     async def _forwarded_chunks(self, request: NativeMessages) -> AsyncGenerator[StreamChunk, None]:
         translator = StreamTranslator(request.model)
         stream = self._events(request.vendor_body(stream=True), self._headers(request))
         events: list[JSON] = []  # those that made no chunk yet (ping, block stops, signatures)
         try:
-            async for raw, event in stream:
-                events.append(raw)
+            async for event in stream:
+                events.append(event)
                 for chunk in translator.feed(event):
                     yield NativeChunk(chunk.data, events)
                     events = []

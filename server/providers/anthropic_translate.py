@@ -6,26 +6,16 @@ blocks in the next user turn; assistant ``tool_calls`` become ``tool_use`` block
 ``base64`` or ``url`` sources (Anthropic fetches URLs itself). ``max_tokens`` is required by the
 API, so the model's configured default fills in.
 
-Answers: text blocks join into ``content``, ``tool_use`` blocks into ``tool_calls``; thinking blocks
-are not passed on. Streams: ``message_start`` → the role chunk, ``content_block_*`` → content and
-tool-call deltas (OpenAI's ``index``, with ``id`` and ``name`` once), ``message_delta`` → the
-``finish_reason`` chunk, ``message_stop`` → the usage chunk.
+Answers and stream events are read in ``anthropic_answer``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
-
-import orjson
-from anthropic.types import Message, RawMessageStreamEvent
 
 from server.config import ModelConfig
-from server.errors import UpstreamProtocolError
-from server.pipeline.request import JSON, ChatRequest, StreamChunk
+from server.pipeline.request import JSON, ChatRequest
 from server.providers import chat_params as p
-from server.providers import chat_shapes as shapes
 from server.providers.images import parse_data_url
 
 log = logging.getLogger("puente.anthropic")
@@ -169,7 +159,7 @@ def _tool_choice(body: JSON) -> JSON | None:
 
 
 def build_params(request: ChatRequest, config: ModelConfig) -> JSON:
-    """The keyword arguments of ``AsyncAnthropic.messages.create`` for this request."""
+    """The body of the Messages request (what ``AsyncAnthropic.messages.create`` would send)."""
     body = request.body
     p.single_choice(body, VENDOR)
     p.no_logprobs(body, VENDOR)
@@ -205,11 +195,11 @@ def build_params(request: ChatRequest, config: ModelConfig) -> JSON:
         params["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema}}
     if isinstance(body.get("user"), str):
         params["metadata"] = {"user_id": body["user"]}
-    # The SDK has no arguments for sampling parameters (API versions from 2026-10-21 refuse them,
-    # older ones and older models take them): sent as given, the API decides.
-    sampling = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
-    if sampling:
-        params["extra_body"] = sampling
+    # Sampling parameters (API versions from 2026-10-21 refuse them, older ones and older models
+    # take them; the SDK has no arguments for them): sent as given, the API decides.
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            params[key] = body[key]
     return params
 
 
@@ -220,92 +210,3 @@ def _tool(function: p.Function) -> JSON:
     if function.strict:
         tool["strict"] = True
     return tool
-
-
-# -- answer ---------------------------------------------------------------------------------------
-
-
-def _field(node: Any, name: str) -> Any:
-    return node.get(name) if isinstance(node, dict) else getattr(node, name, None)
-
-
-def usage(raw: Any) -> JSON:
-    """Anthropic's ``input_tokens`` leaves out cache reads and writes; OpenAI's prompt has all.
-    ``output_tokens`` includes thinking, as OpenAI's ``completion_tokens`` includes reasoning."""
-    cache_read = _field(raw, "cache_read_input_tokens") or 0
-    cache_write = _field(raw, "cache_creation_input_tokens") or 0
-    prompt = (_field(raw, "input_tokens") or 0) + cache_read + cache_write
-    thinking = _field(_field(raw, "output_tokens_details"), "thinking_tokens")
-    return shapes.usage(
-        prompt, _field(raw, "output_tokens") or 0, cached=cache_read, reasoning=thinking
-    )
-
-
-def to_completion(message: Message, model: str) -> JSON:
-    text, calls = [], []
-    for block in message.content:
-        if block.type == "text":
-            text.append(block.text)
-        elif block.type == "tool_use":
-            arguments = orjson.dumps(block.input).decode()
-            calls.append(shapes.tool_call(block.id, block.name, arguments))
-    finish = FINISH_REASONS.get(message.stop_reason or "end_turn", "stop")
-    reply = shapes.message("".join(text) if text or not calls else None, calls)
-    return shapes.completion(
-        message.id, model, [shapes.choice(0, reply, finish)], usage(message.usage)
-    )
-
-
-class StreamTranslator:
-    """Anthropic's stream events → OpenAI chunks, for one answer."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.chunks = shapes.ChunkMaker("", model)
-        self.tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
-        self.usage: JSON = shapes.usage(0, 0)
-        self.input_usage: Any = None
-        self.finished = False
-
-    def feed(self, event: RawMessageStreamEvent) -> Iterator[StreamChunk]:
-        if event.type == "message_start":
-            self.chunks = shapes.ChunkMaker(event.message.id, self.model)
-            self.input_usage = event.message.usage
-            self.usage = usage(event.message.usage)
-            yield self.chunks.delta({"role": "assistant", "content": ""})
-        elif event.type == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                index = len(self.tool_index)
-                self.tool_index[event.index] = index
-                arguments = orjson.dumps(block.input).decode() if block.input else ""
-                call = shapes.tool_call(block.id, block.name, arguments)
-                yield self.chunks.delta({"tool_calls": [{"index": index, **call}]})
-            elif block.type == "text" and block.text:
-                yield self.chunks.delta({"content": block.text})
-        elif event.type == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                yield self.chunks.delta({"content": delta.text})
-            elif delta.type == "input_json_delta" and delta.partial_json:
-                index = self.tool_index.get(event.index, 0)
-                piece = {"index": index, "function": {"arguments": delta.partial_json}}
-                yield self.chunks.delta({"tool_calls": [piece]})
-        elif event.type == "message_delta":
-            # Usage here is cumulative; input counts appear only where they changed.
-            latest: Any = event.usage
-            if self.input_usage is not None:
-                update = event.usage.model_dump(exclude_none=True)
-                latest = self.input_usage.model_copy(update=update)
-            self.usage = usage(latest)
-            finish = FINISH_REASONS.get(event.delta.stop_reason or "end_turn", "stop")
-            yield self.chunks.delta({}, finish)
-        elif event.type == "message_stop":
-            self.finished = True
-            yield self.chunks.usage(self.usage)
-
-    def check_finished(self) -> None:
-        if not self.finished:
-            raise UpstreamProtocolError(
-                f"Anthropic ended the stream for model '{self.model}' before message_stop."
-            )

@@ -36,6 +36,10 @@ class SDKProvider:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+        # Read once: the entry is frozen, and ``limits`` builds a new object on each read when the
+        # entry sets none (two per request before).
+        self.limits = config.limits
+        self.total_timeout = config.total_timeout
         # The key and every configured header value: all of them travel with each request.
         self.context = ErrorContext(self.vendor, config.name, Redactor.for_model(config).secrets)
 
@@ -44,9 +48,9 @@ class SDKProvider:
 
     async def call(self, work: Awaitable[T]) -> T:
         """Await one SDK call with the model's ``total`` timeout, translating its errors."""
-        total = self.config.total_timeout
+        total = self.total_timeout
         try:
-            with sdk_limits.using(self.config.limits):
+            with sdk_limits.using(self.limits):
                 async with asyncio.timeout(total):
                     return await work
         except TimeoutError:
@@ -62,7 +66,7 @@ class SDKProvider:
     ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
         try:
             try:
-                with sdk_limits.using(self.config.limits):  # the request is sent here
+                with sdk_limits.using(self.limits):  # the request is sent here
                     first: StreamChunk | None = await anext(chunks)
             except StopAsyncIteration:
                 first = None
@@ -77,7 +81,7 @@ class SDKProvider:
     ) -> AsyncIterator[StreamChunk]:
         if first is None:
             return
-        total = self.config.total_timeout
+        total = self.total_timeout
         # Checked per chunk (``timeouts.read`` bounds each wait): a timeout scope held across
         # ``yield`` would cancel whatever the consumer does between chunks.
         deadline = asyncio.get_running_loop().time() + total

@@ -21,7 +21,9 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, and checked agai
 Behaviour per upstream model (``program``): ``status`` (+ ``error_type``, ``retry_after``,
 ``echo_key``), ``hang`` (seconds before answering), ``error_after`` (stream events before an
 ``overloaded_error`` event), ``tool_calls`` (how many), ``reply`` (text), ``stop_reason``,
-``thinking`` (a thinking block first), ``delay`` (seconds between stream events).
+``thinking`` (a thinking block first), ``delay`` (seconds between stream events), ``mangle`` (a
+function applied to the whole answer, or to each stream event, after it was checked against the
+SDK's types: what a broken vendor or proxy could send; bytes it returns are sent as they are).
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ STATUS_OF = {
 }
 _EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 _ids = itertools.count(1)
+
+
+def _mangled(plan: dict[str, Any], payload: dict[str, Any]) -> bytes:
+    mangle = plan.get("mangle")
+    sent = mangle(payload) if mangle is not None else payload
+    return sent if isinstance(sent, bytes) else orjson.dumps(sent)
 
 
 class Invalid(Exception):
@@ -235,7 +243,12 @@ class FakeAnthropic(VendorServer):
         message = self._answer(body, plan)
         if body.get("stream"):
             return await self._stream(request, message, plan)
-        return web.json_response(message, headers={"request-id": "req_fake"})
+        answer = _mangled(plan, message)
+        return web.Response(
+            body=answer,
+            content_type="application/json",
+            headers={"request-id": "req_fake"},
+        )
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
         """``POST /v1/messages/count_tokens``: the same body without ``max_tokens``."""
@@ -435,7 +448,7 @@ class FakeAnthropic(VendorServer):
                 return response
             if event["type"] != "ping":
                 _EVENTS.validate_python(event)
-            frame = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event)
+            frame = b"event: " + event["type"].encode() + b"\ndata: " + _mangled(plan, event)
             await response.write(frame + b"\n\n")
             if await self.idle(request, float(plan.get("delay", 0.001))):
                 return response
