@@ -30,7 +30,7 @@ from server.observability.request_context import request_id
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Balancer, Endpoint
 from server.providers.base import ChunkStream, Health, request_payload
-from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
 from server.providers.embeddings import embed_in_batches
 from server.providers.redact import Redactor
 from server.providers.tasks import check_task
@@ -304,31 +304,35 @@ class OpenAICompatibleProvider:
                 await chunks.aclose()
 
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamChunk, None]:
-        name, limit = self.config.name, self.limits.max_line_bytes
+        name, limit, redact = self.config.name, self.limits.max_line_bytes, self.redact
         event = b""
         try:
-            async for line in lines(response, limit):
-                if line.startswith(b"data:"):
-                    data = line[5:].strip()
-                    if data == _DONE:
-                        return
-                    # Any credential the upstream echoed is masked before anyone reads it.
-                    data = self.redact.raw(data) if self.redact else data
-                    parsed = _loads_event(data, name)
-                    if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
-                        raise error_from_event(parsed, name, self.redact)
-                    if not isinstance(parsed, dict):
-                        raise UpstreamProtocolError(
-                            f"Model '{name}' sent an event that is not an object."
-                        )
-                    check_usage(parsed.get("usage"), name)
-                    # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes unless
-                    # the gateway changes it.
-                    yield StreamChunk(data, parsed)
-                    event = b""
-                elif line.startswith(b"event:"):
-                    event = line[6:].strip()
-                # Blank lines end an event; comments (":") and other fields are ignored.
+            # The lines of one network read together: one step per read, not per line.
+            async for batch in line_batches(response, limit):
+                for line in batch:
+                    if line.startswith(b"data:"):
+                        data = line[5:].strip()
+                        if data == _DONE:
+                            return
+                        # Any credential the upstream echoed is masked before anyone reads it.
+                        data = redact.raw(data) if redact else data
+                        parsed = _loads_event(data, name)
+                        if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
+                            raise error_from_event(parsed, name, redact)
+                        if not isinstance(parsed, dict):
+                            raise UpstreamProtocolError(
+                                f"Model '{name}' sent an event that is not an object."
+                            )
+                        usage = parsed.get("usage")
+                        if usage is not None:
+                            check_usage(usage, name)
+                        # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes
+                        # unless the gateway changes it.
+                        yield StreamChunk(data, parsed)
+                        event = b""
+                    elif line.startswith(b"event:"):
+                        event = line[6:].strip()
+                    # Blank lines end an event; comments (":") and other fields are ignored.
         except TooLarge:
             raise UpstreamProtocolError(
                 f"Model '{name}' sent a stream line longer than the limit of {limit} bytes."
