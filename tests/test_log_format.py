@@ -4,6 +4,9 @@ path cuts"); its lines must be exactly those of ``logging.Formatter`` with the s
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
+import sys
 
 from server.observability.logs import FORMAT, _Formatter
 
@@ -37,3 +40,22 @@ def test_the_time_changes_with_the_second() -> None:
     first = formatter.format(_record(1_764_806_399.9))
     second = formatter.format(_record(1_764_806_400.1))
     assert first.split(" ")[1] != second.split(" ")[1]
+
+
+def test_a_line_after_configure_logging_reads_as_before() -> None:
+    # In a child process: configure_logging changes the interpreter's logging globally.
+    script = (
+        "import logging\n"
+        "from server.observability.logs import configure_logging\n"
+        "from server.observability.request_context import request_id\n"
+        "configure_logging('info')\n"
+        "request_id.set('abc123')\n"
+        "logging.getLogger('puente.gateway').info('chat model=%s status=%d', 'm', 200)\n"
+        "logging.getLogger('puente.gateway').debug('not shown')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    line = when + r" INFO puente.gateway \[abc123\] chat model=m status=200"
+    assert re.fullmatch(line + r"\n", done.stderr), done.stderr
