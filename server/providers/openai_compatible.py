@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -299,7 +299,7 @@ class OpenAICompatibleProvider:
                     first: StreamChunk | None = await anext(chunks)
                 except StopAsyncIteration:
                     first = None
-                yield _after(first, chunks)
+                yield _After(first, chunks)
             finally:
                 await chunks.aclose()
 
@@ -397,14 +397,31 @@ class OpenAICompatibleProvider:
                 await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in down))
 
 
-async def _after(
-    first: StreamChunk | None, rest: AsyncIterator[StreamChunk]
-) -> AsyncIterator[StreamChunk]:
-    if first is None:
-        return
-    yield first
-    async for chunk in rest:
-        yield chunk
+class _After:
+    """``first``, then the rest of ``rest`` (nothing when ``first`` is None: ``rest`` ended).
+
+    An iterator rather than an async generator: after the first chunk it hands out ``rest``'s
+    own ``__anext__``, so the chunks of a stream pass through no extra frame."""
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: StreamChunk | None, rest: AsyncIterator[StreamChunk]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> _After:
+        return self
+
+    def __anext__(self) -> Awaitable[StreamChunk]:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return _now(first)
+        return self._rest.__anext__()  # an ended generator's raises StopAsyncIteration
+
+
+async def _now(chunk: StreamChunk) -> StreamChunk:
+    return chunk
 
 
 def _loads_event(data: bytes, name: str) -> Any:
