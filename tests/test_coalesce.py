@@ -158,3 +158,44 @@ def test_a_burst_stream_parses_in_the_responses_api(puente: InProcessPuente) -> 
         final = stream.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert final.output_text == "uno dos tres cuatro cinco"
+
+
+async def test_the_last_frames_leave_with_the_end_of_the_stream() -> None:
+    network = asyncio.Event()
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"a"
+        await network.wait()
+        yield b"b"
+        yield b"c"
+
+    writes, ends = Writes(), Writes()
+    relaying = asyncio.ensure_future(relay(frames(), writes, ends))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (writes.bodies, ends.bodies) == ([b"a"], [])
+    network.set()
+    await relaying
+    # What was ready when the stream ended goes with its end, in one write.
+    assert (writes.bodies, ends.bodies) == ([b"a"], [b"bc"])
+
+
+async def test_a_stream_that_ends_after_waiting_still_ends() -> None:
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"a"
+        await asyncio.sleep(0.001)  # then ends with nothing more
+
+    writes, ends = Writes(), Writes()
+    await relay(frames(), writes, ends)
+    assert (writes.bodies, ends.bodies) == ([b"a"], [b""])
+
+
+async def test_a_stream_that_fails_does_not_end_through_last() -> None:
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise UpstreamStatusError(500, "broke mid-stream")
+
+    writes, ends = Writes(), Writes()
+    with pytest.raises(UpstreamStatusError):
+        await relay(frames(), writes, ends)
+    assert (writes.bodies, ends.bodies) == ([b"a"], [])

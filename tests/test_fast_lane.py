@@ -63,7 +63,7 @@ def test_a_bug_outside_a_doors_handling_is_a_500_in_the_callers_envelope(
 
     monkeypatch.setattr(puente.runtime.access, "authenticate", broken)
     client = openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0)
-    with pytest.raises(openai.InternalServerError) as caught:
+    with client, pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(
             model="fake-model", messages=[{"role": "user", "content": "hi"}]
         )
@@ -74,7 +74,7 @@ def test_a_bug_outside_a_doors_handling_is_a_500_in_the_callers_envelope(
         "code": None,
     }
     claude = anthropic.Anthropic(base_url=puente.url, api_key="unused", max_retries=0)
-    with pytest.raises(anthropic.InternalServerError) as refused:
+    with claude, pytest.raises(anthropic.InternalServerError) as refused:
         claude.messages.create(
             model="fake-model", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )
@@ -104,6 +104,36 @@ def test_the_overhead_metric_counts_from_when_the_request_was_handed_over(
 
     monkeypatch.setattr(access, "authenticate", slow)
     before = _overhead_sum(puente)
-    client = openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0)
-    client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    with openai.OpenAI(base_url=puente.base_url, api_key="unused", max_retries=0) as client:
+        client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}]
+        )
     assert _overhead_sum(puente) - before >= 0.3
+
+
+def test_a_doors_post_skips_the_outer_layers_and_keeps_what_puentes_own_do(
+    puente: InProcessPuente, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = puente._app
+    stack = app.middleware_stack
+    assert stack is not None  # built at startup
+    entered: list[str] = []
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        entered.append(scope["path"])
+        await stack(scope, receive, send)
+
+    monkeypatch.setattr(app, "middleware_stack", counting)
+    headers = {"X-Request-Id": "lane-check-1"}
+    with httpx.Client(base_url=puente.base_url, headers=headers) as client:
+        answer = client.post(
+            "/chat/completions",
+            json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert answer.status_code == 200
+        assert answer.headers["x-request-id"] == "lane-check-1"  # the request-id middleware
+        too_big = client.post("/chat/completions", content=b"x" * (2**21))
+        assert too_big.status_code == 413  # the body limit, in OpenAI's envelope
+        assert too_big.json()["error"]["code"] == "request_too_large"
+        assert client.get("/models").status_code == 200
+    assert entered == ["/v1/models"]  # only what is not a door's POST took the whole stack

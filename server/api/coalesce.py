@@ -64,8 +64,15 @@ async def _cancel(step: Step, pending: Any) -> None:
         await _Rest(step, pending)
 
 
-async def relay(frames: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[None]]) -> None:
-    """Write every frame of ``frames``; the frames that were ready together in one write."""
+Write = Callable[[bytes], Awaitable[None]]
+
+
+async def relay(frames: AsyncIterator[bytes], write: Write, last: Write | None = None) -> None:
+    """Write every frame of ``frames``; the frames that were ready together in one write.
+
+    ``last``, when given, writes the final piece instead of ``write`` (and is called, with what
+    is left, possibly nothing, whenever ``frames`` ends without an error): the stream's end can
+    then leave in the same write as its last frames."""
     ready: list[bytes] = []
     while True:
         step = cast(Step, frames.__anext__())
@@ -75,7 +82,9 @@ async def relay(frames: AsyncIterator[bytes], write: Callable[[bytes], Awaitable
             ready.append(done.value)  # there without waiting: goes with the others
             continue
         except StopAsyncIteration:
-            if ready:
+            if last is not None:
+                await last(b"".join(ready))
+            elif ready:
                 await write(b"".join(ready))
             return
         except BaseException:  # an error in the stream: what came before it goes out first
@@ -93,4 +102,6 @@ async def relay(frames: AsyncIterator[bytes], write: Callable[[bytes], Awaitable
         try:
             ready.append(await _Rest(step, pending))
         except StopAsyncIteration:
+            if last is not None:
+                await last(b"")
             return

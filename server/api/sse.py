@@ -123,19 +123,27 @@ class SSEResponse(Response):
                 ],
             }
         )
+        ended = False
         try:
             clock = asyncio.get_running_loop().time
 
-            async def write(body: bytes) -> None:
+            async def write(body: bytes, more: bool = True) -> None:
                 # Watched by ``_stalled``: a client that stops reading is as good as gone and
                 # must not hold the upstream and the model's slot.
                 self._sending_since = clock()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({"type": "http.response.body", "body": body, "more_body": more})
                 self._sending_since = None
 
+            async def end(body: bytes) -> None:
+                nonlocal ended
+                await write(body, more=False)
+                ended = True  # only once sent: a cut-off while waiting to send still ends it
+
             with stream.drain.track():
-                # Frames ready together (one network read of the upstream) leave as one write.
-                await relay(self.frames, write)
+                # Frames ready together (one network read of the upstream) leave as one write,
+                # the last ones with the end of the response.
+                await relay(self.frames, write, end)
+            return
         except PuenteError as error:
             # The 200 and some frames are out: the error goes in the stream. A drain cut-off
             # (``ServiceUnavailable`` from ``track``) ends the same way.
@@ -149,7 +157,8 @@ class SSEResponse(Response):
             internal = PuenteError("The server had an error processing your request.")
             stream.fail(internal)
             await self._send_error(send, internal)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send_error(self, send: Send, error: PuenteError) -> None:
         body = self.stream_error(error)

@@ -5,4 +5,5 @@ generations.py  requests in flight per configuration generation
 reloader.py     SIGHUP / ``POST /admin/reload``
 drain.py        SIGTERM: drain, then cut off cleanly
 http_guard.py   limits at the HTTP layer (header size, count and time; idle and excess connections)
+one_write.py    a response's head and body in one socket write
 """

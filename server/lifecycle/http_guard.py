@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from typing import Any
+from typing import Any, cast
 
 from server.config import HttpLimits
+from server.lifecycle.one_write import OneWriteTransport
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -61,6 +62,8 @@ def guarded_httptools(limits: HttpLimits) -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
+            # A response's head leaves with its body, in one write (``one_write.py``).
+            self.transport = cast(asyncio.Transport, OneWriteTransport(self.transport, self.loop))
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:

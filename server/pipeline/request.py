@@ -187,9 +187,16 @@ class StreamChunk:
     @property
     def is_usage_only(self) -> bool:
         """True for the final ``choices: []`` chunk that carries only usage."""
-        if self._raw is not None and b'"usage"' not in self._raw:
+        raw = self._raw
+        if raw is not None and b'"usage"' not in raw:
             return False
-        data = self.data
+        data = self._data
+        if data is None:
+            assert raw is not None
+            data = self._data = orjson.loads(raw)
+        # Only looked at: the bytes still say what the object says, and go out as they came
+        # (an upstream that sends ``"usage": null`` on every chunk, as OpenAI's API does, would
+        # otherwise have each chunk written anew).
         return not data.get("choices") and bool(data.get("usage"))
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,7 @@ from server.observability.request_context import request_id
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
 from server.providers.balancer import Balancer, Endpoint
 from server.providers.base import ChunkStream, Health, request_payload
-from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
 from server.providers.embeddings import embed_in_batches
 from server.providers.redact import Redactor
 from server.providers.tasks import check_task
@@ -299,36 +299,40 @@ class OpenAICompatibleProvider:
                     first: StreamChunk | None = await anext(chunks)
                 except StopAsyncIteration:
                     first = None
-                yield _after(first, chunks)
+                yield _After(first, chunks)
             finally:
                 await chunks.aclose()
 
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamChunk, None]:
-        name, limit = self.config.name, self.limits.max_line_bytes
+        name, limit, redact = self.config.name, self.limits.max_line_bytes, self.redact
         event = b""
         try:
-            async for line in lines(response, limit):
-                if line.startswith(b"data:"):
-                    data = line[5:].strip()
-                    if data == _DONE:
-                        return
-                    # Any credential the upstream echoed is masked before anyone reads it.
-                    data = self.redact.raw(data) if self.redact else data
-                    parsed = _loads_event(data, name)
-                    if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
-                        raise error_from_event(parsed, name, self.redact)
-                    if not isinstance(parsed, dict):
-                        raise UpstreamProtocolError(
-                            f"Model '{name}' sent an event that is not an object."
-                        )
-                    check_usage(parsed.get("usage"), name)
-                    # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes unless
-                    # the gateway changes it.
-                    yield StreamChunk(data, parsed)
-                    event = b""
-                elif line.startswith(b"event:"):
-                    event = line[6:].strip()
-                # Blank lines end an event; comments (":") and other fields are ignored.
+            # The lines of one network read together: one step per read, not per line.
+            async for batch in line_batches(response, limit):
+                for line in batch:
+                    if line.startswith(b"data:"):
+                        data = line[5:].strip()
+                        if data == _DONE:
+                            return
+                        # Any credential the upstream echoed is masked before anyone reads it.
+                        data = redact.raw(data) if redact else data
+                        parsed = _loads_event(data, name)
+                        if event == b"error" or (isinstance(parsed, dict) and "error" in parsed):
+                            raise error_from_event(parsed, name, redact)
+                        if not isinstance(parsed, dict):
+                            raise UpstreamProtocolError(
+                                f"Model '{name}' sent an event that is not an object."
+                            )
+                        usage = parsed.get("usage")
+                        if usage is not None:
+                            check_usage(usage, name)
+                        # Parsed once to prove it is JSON (and UTF-8); relayed as its bytes
+                        # unless the gateway changes it.
+                        yield StreamChunk(data, parsed)
+                        event = b""
+                    elif line.startswith(b"event:"):
+                        event = line[6:].strip()
+                    # Blank lines end an event; comments (":") and other fields are ignored.
         except TooLarge:
             raise UpstreamProtocolError(
                 f"Model '{name}' sent a stream line longer than the limit of {limit} bytes."
@@ -393,14 +397,31 @@ class OpenAICompatibleProvider:
                 await asyncio.gather(*(self._probe(e, PROBE_INTERVAL) for e in down))
 
 
-async def _after(
-    first: StreamChunk | None, rest: AsyncIterator[StreamChunk]
-) -> AsyncIterator[StreamChunk]:
-    if first is None:
-        return
-    yield first
-    async for chunk in rest:
-        yield chunk
+class _After:
+    """``first``, then the rest of ``rest`` (nothing when ``first`` is None: ``rest`` ended).
+
+    An iterator rather than an async generator: after the first chunk it hands out ``rest``'s
+    own ``__anext__``, so the chunks of a stream pass through no extra frame."""
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: StreamChunk | None, rest: AsyncIterator[StreamChunk]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> _After:
+        return self
+
+    def __anext__(self) -> Awaitable[StreamChunk]:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return _now(first)
+        return self._rest.__anext__()  # an ended generator's raises StopAsyncIteration
+
+
+async def _now(chunk: StreamChunk) -> StreamChunk:
+    return chunk
 
 
 def _loads_event(data: bytes, name: str) -> Any:
