@@ -30,7 +30,7 @@ import orjson
 from server.config import ModelConfig
 from server.providers.aiohttp_transport import httpx2_errors
 from server.providers.base import request_payload
-from server.providers.bounded import TooLarge, lines, read_body, read_prefix
+from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
 from server.providers.cloud import CloudClients
 
 StatusError = Callable[[httpx2.Response], BaseException]
@@ -100,17 +100,19 @@ class VendorHTTP:
         name, data = "", list[bytes]()
         try:
             with httpx2_errors(connecting=False):
-                async for line in lines(response, self._limits.max_line_bytes):
-                    if not line:
-                        if data:
-                            yield name, b"\n".join(data)
-                        name, data = "", list[bytes]()
-                    elif line.startswith(b"data:"):
-                        value = line[5:]
-                        data.append(value[1:] if value[:1] == b" " else value)
-                    elif line.startswith(b"event:"):
-                        name = line[6:].strip().decode("utf-8", "replace")
-                    # Comments (":") and other fields are ignored, as the SSE standard says.
+                # One step per network read, not per line (``line_batches``).
+                async for batch in line_batches(response, self._limits.max_line_bytes):
+                    for line in batch:
+                        if not line:
+                            if data:
+                                yield name, b"\n".join(data)
+                            name, data = "", list[bytes]()
+                        elif line.startswith(b"data:"):
+                            value = line[5:]
+                            data.append(value[1:] if value[:1] == b" " else value)
+                        elif line.startswith(b"event:"):
+                            name = line[6:].strip().decode("utf-8", "replace")
+                        # Comments (":") and other fields are ignored, as the SSE standard says.
         except TooLarge as exc:
             raise httpx2.DecodingError(f"a stream line is longer than {exc.limit} bytes") from None
         if data:
