@@ -73,7 +73,7 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
 
     from server.config import UpstreamLimits  # noqa: PLC0415
     from server.pipeline.request import ChatRequest  # noqa: PLC0415
-    from server.providers.bounded import lines, read_body  # noqa: PLC0415
+    from server.providers.bounded import line_batches, read_body  # noqa: PLC0415
 
     limits = UpstreamLimits()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -95,10 +95,11 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
                     aa.to_completion(data, "m")
                     return 0
                 translator, frames = aa.StreamTranslator("m"), 0
-                async for line in lines(response, limits.max_line_bytes):
-                    if line.startswith(b"data:"):
-                        event = orjson.loads(line[5:])
-                        frames += len(list(translator.feed(event)))
+                async for batch in line_batches(response, limits.max_line_bytes):
+                    for line in batch:
+                        if line.startswith(b"data:"):
+                            event = orjson.loads(line[5:])
+                            frames += len(list(translator.feed(event)))
                 return frames
 
     else:
@@ -119,9 +120,10 @@ async def _raw_call(vendor: str, base: str, stream: bool) -> tuple[Call, Callabl
                     ga.to_completion(data, "m")
                     return 0
                 translator, frames = ga.StreamTranslator("m"), 0
-                async for line in lines(response, limits.max_line_bytes):
-                    if line.startswith(b"data:"):
-                        frames += len(list(translator.feed(orjson.loads(line[5:]))))
+                async for batch in line_batches(response, limits.max_line_bytes):
+                    for line in batch:
+                        if line.startswith(b"data:"):
+                            frames += len(list(translator.feed(orjson.loads(line[5:]))))
                 return frames + len(list(translator.finish()))
 
     return call, session.close

@@ -56,31 +56,11 @@ async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-async def lines(response: aiohttp.ClientResponse, limit: int) -> AsyncIterator[bytes]:
-    """The body's lines without their ending (``\\n`` or ``\\r\\n``); ``TooLarge`` for a line
-    longer than ``limit`` bytes, before more of it is held."""
-    pending = bytearray()
-    async for piece in response.content.iter_any():
-        pending += piece
-        start = 0
-        while (end := pending.find(b"\n", start)) >= 0:
-            line = bytes(pending[start:end])
-            if len(line) > limit:
-                raise TooLarge(limit)
-            yield line[:-1] if line.endswith(b"\r") else line
-            start = end + 1
-        del pending[:start]
-        if len(pending) > limit:
-            raise TooLarge(limit)
-    if pending:
-        yield bytes(pending)
-
-
 async def line_batches(response: aiohttp.ClientResponse, limit: int) -> AsyncIterator[list[bytes]]:
-    """The lines of ``lines``, those that one network read completed in one list: a stream
-    relay steps once per read instead of once per line (an SSE event is two lines, and each
-    step of an async generator costs about as much as reading the line). ``TooLarge`` as in
-    ``lines``."""
+    """The body's lines without their ending (``\\n`` or ``\\r\\n``), those that one network read
+    completed in one list: a stream relay steps once per read instead of once per line (an SSE
+    event is two lines, and each step of an async generator costs about as much as reading the
+    line). ``TooLarge`` for a line longer than ``limit`` bytes, before more of it is held."""
     pending = b""
     async for piece in response.content.iter_any():
         parts = (pending + piece if pending else piece).split(b"\n")
