@@ -25,6 +25,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.access import StartRefused, check_start
+    from server.api.envelopes import over_capacity
     from server.app import create_app
     from server.lifecycle import drain
     from server.lifecycle.http_guard import uvicorn_options
@@ -48,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,
         # Header size, count and timeout, idle keep-alive, connection cap (server.http).
-        **uvicorn_options(server.http),
+        **uvicorn_options(server.http, over_capacity),
     )
     drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
     # SIGTERM: /ready turns 503, then the listener closes and requests drain

@@ -4,6 +4,7 @@ Raw sockets against a real ``puente serve``, since the limits live below the app
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from server.api.envelopes import over_capacity
 from server.config import HttpLimits
 from server.lifecycle.http_guard import uvicorn_options
 from tests.support import PuenteProcess
@@ -103,31 +105,61 @@ def test_an_idle_keep_alive_connection_is_closed(puente: PuenteProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 200 ")
 
 
-def test_connections_past_the_cap_get_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _answer(sock: socket.socket, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Send ``request``; its status line, headers and body (the server closes after it)."""
+    sock.sendall(request)
+    head, _, body = _read_until_closed(sock).partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return status.encode(), headers, body
+
+
+def test_connections_past_the_cap_get_503_in_the_callers_envelope(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     cap = 5
     # Slow headers allowed here, so the held connections stay open for as long as the test needs.
     http = {**HTTP, "max_connections": cap, "header_timeout": 120}
     config = {"server": {"http": http}, "models": []}
+    body = b'{"model": "m", "messages": []}'
     with PuenteProcess(config, tmp_path_factory.mktemp("cap"), name="cap") as puente:
         with ExitStack() as held:
             for _ in range(cap):
                 held.enter_context(_connect(puente)).sendall(b"GET /health HTTP/1.1\r\n")
+            # OpenAI's clients: a 503 they can read, with the wait they honour, then the close.
             with _connect(puente) as sock:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                answer = sock.recv(65536)
-            assert answer.startswith(b"HTTP/1.1 503 ")
+                status, headers, answer = _answer(
+                    sock,
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+                )
+            assert status.startswith(b"HTTP/1.1 503 ")
+            assert headers["retry-after"] == "1" and headers["connection"] == "close"
+            error = json.loads(answer)["error"]
+            assert error["type"] == "service_unavailable" and error["code"] == "overloaded"
+            assert "connection limit" in error["message"]
+            # Anthropic's clients: its envelope, and the status its SDK reads as overloaded.
+            with _connect(puente) as sock:
+                status, headers, answer = _answer(
+                    sock,
+                    b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01"
+                    b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+                )
+            assert status.startswith(b"HTTP/1.1 529 ")
+            assert json.loads(answer)["error"]["type"] == "overloaded_error"
         # Once they are gone (the server notices each close soon), it serves again.
         deadline = time.monotonic() + PATIENCE
-        while (status := httpx.get(puente.url + "/health").status_code) == 503:
+        while (status_code := httpx.get(puente.url + "/health").status_code) == 503:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert status == 200
+        assert status_code == 200
 
 
 def test_the_defaults_bound_every_connection() -> None:
-    options = uvicorn_options(HttpLimits())
+    options = uvicorn_options(HttpLimits(), over_capacity)
     assert options["timeout_keep_alive"] == 5
-    assert options["limit_concurrency"] == 1000
+    assert HttpLimits().max_connections == 1000  # enforced by the protocol below
+    assert "limit_concurrency" not in options  # uvicorn's own 503 is plain text
     assert isinstance(options["http"], type)  # the guarded httptools protocol
     assert HttpLimits().max_header_bytes == 32 * 1024
     assert HttpLimits().header_timeout == 10

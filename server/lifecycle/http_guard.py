@@ -10,11 +10,15 @@ unauthenticated client could hold memory and sockets that way. This protocol add
 - at most ``max_headers`` header fields (431);
 - headers must be complete ``header_timeout`` seconds after a connection opens or a new request
   starts (408 and the connection closed), which also closes connections that never send;
-- uvicorn's own ``timeout_keep_alive`` (idle between requests) and ``limit_concurrency`` (open
-  connections and requests; 503 past it) are set from the same settings by ``uvicorn_options``.
+- at most ``max_connections`` open connections and requests: past it, the ``busy`` app answers
+  (the caller's error envelope, ``server.api.envelopes.over_capacity``) where uvicorn's own
+  ``limit_concurrency`` would answer plain text that no SDK can read;
+- uvicorn's own ``timeout_keep_alive`` (idle between requests) is set from the same settings by
+  ``uvicorn_options``.
 
 Without httptools (h11), uvicorn's ``h11_max_incomplete_event_size`` bounds the header bytes and
-the keep-alive and connection limits apply; the header count and timeout are httptools-only.
+its ``limit_concurrency`` the connections (503 in plain text); the header count and timeout and
+the enveloped 503 are httptools-only.
 """
 
 from __future__ import annotations
@@ -23,23 +27,24 @@ import asyncio
 import importlib.util
 from typing import Any, cast
 
+from starlette.types import ASGIApp
+
 from server.config import HttpLimits
 from server.lifecycle.one_write import OneWriteTransport
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
-    """Keyword arguments of ``uvicorn.Config`` that apply ``limits``."""
-    options: dict[str, Any] = {
-        "timeout_keep_alive": limits.keep_alive_timeout,
-        "limit_concurrency": limits.max_connections,
-    }
+def uvicorn_options(limits: HttpLimits, busy: ASGIApp) -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.Config`` that apply ``limits``; ``busy`` answers requests
+    past ``max_connections``."""
+    options: dict[str, Any] = {"timeout_keep_alive": limits.keep_alive_timeout}
     if importlib.util.find_spec("httptools") is not None:
-        options["http"] = guarded_httptools(limits)
+        options["http"] = guarded_httptools(limits, busy)
     else:
         options["http"] = "h11"
         options["h11_max_incomplete_event_size"] = limits.max_header_bytes
+        options["limit_concurrency"] = limits.max_connections
     return options
 
 
@@ -47,7 +52,7 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that broke a limit."""
 
 
-def guarded_httptools(limits: HttpLimits) -> type[asyncio.Protocol]:
+def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with ``limits`` enforced."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
 
@@ -94,7 +99,18 @@ def guarded_httptools(limits: HttpLimits) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             self._headers_done = True
             self._disarm()
-            super().on_headers_complete()
+            cap = limits.max_connections
+            if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+                super().on_headers_complete()
+                return
+            # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``: the request
+            # cycle starts with ``self.app`` as it is during this call.
+            self.logger.warning("Exceeded the connection limit (server.http.max_connections).")
+            app, self.app = self.app, busy
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
