@@ -105,13 +105,19 @@ def test_an_idle_keep_alive_connection_is_closed(puente: PuenteProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 200 ")
 
 
-def _answer(sock: socket.socket, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
-    """Send ``request``; its status line, headers and body (the server closes after it)."""
-    sock.sendall(request)
-    head, _, body = _read_until_closed(sock).partition(b"\r\n\r\n")
+def _post(puente: PuenteProcess, path: bytes, header: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """POST a small JSON body to ``path`` on a new connection, with one more ``header`` line; the
+    answer's status line, headers and body (the server closes after it)."""
+    body = b'{"model": "m", "messages": []}'
+    with _connect(puente) as sock:
+        sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: x\r\n%s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path, header, len(body), body)
+        )
+        head, _, answer = _read_until_closed(sock).partition(b"\r\n\r\n")
     status, *lines = head.decode().split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines)
-    return status.encode(), headers, body
+    return status.encode(), headers, answer
 
 
 def test_connections_past_the_cap_get_503_in_the_callers_envelope(
@@ -121,30 +127,21 @@ def test_connections_past_the_cap_get_503_in_the_callers_envelope(
     # Slow headers allowed here, so the held connections stay open for as long as the test needs.
     http = {**HTTP, "max_connections": cap, "header_timeout": 120}
     config = {"server": {"http": http}, "models": []}
-    body = b'{"model": "m", "messages": []}'
     with PuenteProcess(config, tmp_path_factory.mktemp("cap"), name="cap") as puente:
         with ExitStack() as held:
             for _ in range(cap):
                 held.enter_context(_connect(puente)).sendall(b"GET /health HTTP/1.1\r\n")
             # OpenAI's clients: a 503 they can read, with the wait they honour, then the close.
-            with _connect(puente) as sock:
-                status, headers, answer = _answer(
-                    sock,
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
-                )
+            status, headers, answer = _post(puente, b"/v1/chat/completions", b"Accept: */*")
             assert status.startswith(b"HTTP/1.1 503 ")
             assert headers["retry-after"] == "1" and headers["connection"] == "close"
             error = json.loads(answer)["error"]
             assert error["type"] == "service_unavailable" and error["code"] == "overloaded"
             assert "connection limit" in error["message"]
             # Anthropic's clients: its envelope, and the status its SDK reads as overloaded.
-            with _connect(puente) as sock:
-                status, headers, answer = _answer(
-                    sock,
-                    b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01"
-                    b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
-                )
+            status, headers, answer = _post(
+                puente, b"/v1/messages", b"anthropic-version: 2023-06-01"
+            )
             assert status.startswith(b"HTTP/1.1 529 ")
             assert json.loads(answer)["error"]["type"] == "overloaded_error"
         # Once they are gone (the server notices each close soon), it serves again.
