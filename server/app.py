@@ -38,6 +38,7 @@ from server.pipeline.catalog import Catalog
 from server.pipeline.pipeline import Pipeline
 from server.providers import Clients, Provider, build_provider, close_providers
 from server.providers.cloud import CloudClients
+from server.providers.openai_compatible import upstream_pool
 
 log = logging.getLogger("puente")
 
@@ -50,10 +51,15 @@ async def _build_clients(settings: Settings) -> Clients:
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None)
     )
-    return Clients(aiohttp=session, cloud=CloudClients(settings.config.server.images))
+    return Clients(
+        aiohttp=session,
+        cloud=CloudClients(settings.config.server.images),
+        upstream=upstream_pool(),  # the same 4 s idle timeout, for the same reason
+    )
 
 
 async def _close_clients(clients: Clients) -> None:
+    await clients.upstream.aclose()
     await clients.aiohttp.close()
     await clients.cloud.aclose()
 

@@ -11,7 +11,9 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,7 +29,8 @@ from server.providers.http1 import (
     Timeout,
     split_url,
 )
-from tests.support import free_port
+from tests.inprocess import InProcessPuente
+from tests.support import error_envelope, free_port
 
 SECRET = "sk-http1-SECRET-31415926"
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -421,3 +424,74 @@ async def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path:
     finally:
         await trusted.aclose()
         await default.aclose()
+
+
+# -- through the gateway: the OpenAI-compatible provider on this client --------------------------
+
+COMPLETION = (
+    b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
+BY_MODEL = {
+    b'"model":"good"': b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION),
+    b'"model":"bad-status"': b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n{}",
+    b'"model":"bad-header"': b"HTTP/1.1 200 OK\r\nBad\x01Name: x\r\nContent-Length: 2\r\n\r\n{}",
+    b'"model":"huge-head"': b"HTTP/1.1 200 OK\r\n" + b"X-Filler: f\r\n" * 10_000 + b"\r\n",
+}
+
+
+class Gateway(NamedTuple):
+    puente: InProcessPuente
+    upstream: Scripted
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """Puente with a model per answer in ``BY_MODEL``, all on one scripted upstream."""
+
+    async def by_model(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = upstream.requests[-1]
+        writer.write(next(raw for key, raw in BY_MODEL.items() if key in request))
+        await writer.drain()
+
+    async with Scripted(by_model) as upstream:
+        models = [
+            {
+                "name": key.split(b'"')[3].decode(),
+                "provider": "openai_compatible",
+                "base_url": upstream.url("/v1"),
+                "api_key": SECRET,
+                "retries": 0,
+            }
+            for key in BY_MODEL
+        ]
+        with InProcessPuente({"models": models}, tmp_path) as puente:
+            yield Gateway(puente, upstream)
+
+
+async def chat(puente: InProcessPuente, model: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=puente.base_url, timeout=30) as client:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        return await client.post("/chat/completions", json=body)
+
+
+async def test_the_gateway_keeps_its_upstream_connection_alive(gateway: Gateway) -> None:
+    for _ in range(3):
+        response = await chat(gateway.puente, "good")
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == "hi"
+    assert gateway.upstream.accepted == 1
+    assert f"Bearer {SECRET}".encode() in gateway.upstream.requests[0]
+
+
+@pytest.mark.parametrize("model", ["bad-status", "bad-header", "huge-head"])
+async def test_an_answer_that_is_not_http_is_the_gateways_502(gateway: Gateway, model: str) -> None:
+    response = await chat(gateway.puente, model)
+    assert response.status_code == 502
+    error = error_envelope(response)
+    assert error["code"] == "upstream_bad_response"
+    assert f"Model '{model}' answered with broken HTTP" in error["message"]
+    assert SECRET not in response.text
+    assert SECRET not in gateway.puente.logs()

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from server.config import ModelConfig
+from server.providers import http1
 from server.providers.base import Health, Provider
 from server.providers.cloud import CloudClients
-from server.providers.openai_compatible import OpenAICompatibleProvider
+from server.providers.openai_compatible import OpenAICompatibleProvider, upstream_pool
 from server.providers.vllm import VLLMProvider
 
 log = logging.getLogger("puente")
@@ -22,19 +23,22 @@ class Clients:
     """HTTP clients built once in the app's lifespan and shared by every provider."""
 
     aiohttp: aiohttp.ClientSession
+    """The OpenAI-compatible providers' health probes, the engine's ``/tokenize``."""
     cloud: CloudClients = field(default_factory=CloudClients)
     """The cloud vendors' SDK HTTP pool and the image fetcher (built on first use)."""
+    upstream: http1.Pool = field(default_factory=upstream_pool)
+    """The OpenAI-compatible providers' requests (chat, completions, embeddings)."""
 
 
 ProviderFactory = Callable[[ModelConfig, Clients], Provider]
 
 
 def _openai_compatible(config: ModelConfig, clients: Clients) -> Provider:
-    return OpenAICompatibleProvider(config, clients.aiohttp)
+    return OpenAICompatibleProvider(config, clients.aiohttp, clients.upstream)
 
 
 def _vllm(config: ModelConfig, clients: Clients) -> Provider:
-    return VLLMProvider(config, clients.aiohttp)
+    return VLLMProvider(config, clients.aiohttp, clients.upstream)
 
 
 # The vendor SDKs take a second or two to import: only a configuration that names one pays it.

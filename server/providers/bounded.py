@@ -1,16 +1,38 @@
-"""Reading an upstream's aiohttp response without letting it decide how much memory Puente uses.
+"""Reading an upstream's response without letting it decide how much memory Puente uses.
 
-aiohttp (≥ 3.14) decompresses a body piece by piece as it is read, so counting the pieces read
-bounds the *decompressed* size too: a gzip bomb is cut where it crosses the limit, not after.
+The response is aiohttp's or Puente's own client's (``http1``): both offer the reads below
+(``Readable``), and both decompress a body piece by piece as it is read (aiohttp ≥ 3.14), so
+counting the pieces read bounds the *decompressed* size too: a gzip bomb is cut where it crosses
+the limit, not after.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 _PIECE = 64 * 1024
+
+
+class _Content(Protocol):
+    def iter_chunked(self, n: int, /) -> AsyncIterator[bytes]: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class Readable(Protocol):
+    """What is read of a response here: aiohttp's ``ClientResponse`` and ``http1.Response``."""
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> _Content: ...
+
+    async def read(self) -> bytes: ...
 
 
 class TooLarge(Exception):
@@ -21,7 +43,7 @@ class TooLarge(Exception):
         self.limit = limit
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(response: Readable, limit: int) -> bytes:
     """The whole body, or ``TooLarge`` as soon as it passes ``limit`` bytes."""
     length = response.content_length
     if length is not None and length > limit:
@@ -45,7 +67,7 @@ async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_prefix(response: Readable, limit: int) -> bytes:
     """At most ``limit`` bytes of the body; the rest is left unread (the connection is closed
     rather than drained, so an endless error body costs nothing)."""
     body = bytearray()
@@ -56,7 +78,7 @@ async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-async def line_batches(response: aiohttp.ClientResponse, limit: int) -> AsyncIterator[list[bytes]]:
+async def line_batches(response: Readable, limit: int) -> AsyncIterator[list[bytes]]:
     """The body's lines without their ending (``\\n`` or ``\\r\\n``), those that one network read
     completed in one list: a stream relay steps once per read instead of once per line (an SSE
     event is two lines, and each step of an async generator costs about as much as reading the

@@ -37,7 +37,7 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import httptools
@@ -50,6 +50,7 @@ _LOW_WATER = 64 * 1024
 # Decompressed bytes per step: small enough that a reader's limit notices a bomb early.
 _STEP = 64 * 1024
 _DECODED = ("gzip", "x-gzip", "deflate")
+_T = TypeVar("_T")
 
 
 class HTTPError(Exception):
@@ -115,7 +116,16 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()]
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+
+    @overload
+    def get(self, name: str, default: _T, /) -> str | _T: ...
+
+    def get(self, name: str, default: object = None, /) -> object:
         return self._items.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
@@ -329,8 +339,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but offer the same.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         response = self._response

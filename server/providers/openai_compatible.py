@@ -4,7 +4,9 @@ Ollama, llama.cpp's server; and, on the same request code (``_post`` with a path
 
 Requests go out as the client sent them (model name swapped); answers come back parsed once.
 Stream chunks are relayed as the upstream's bytes, parsed only where someone needs to read them.
-aiohttp is the client because it was the fastest under concurrency (``bench/README.md``).
+Requests go out on Puente's own HTTP/1.1 client (``http1``): aiohttp's client cost about a quarter
+of Puente's CPU per request (``bench/CLIENT.md``). The health probes and the engine's
+``/tokenize`` stay on the aiohttp session, off the hot path.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from server.errors import (
 )
 from server.observability.request_context import request_id
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
+from server.providers import http1
 from server.providers.balancer import Balancer, Endpoint
 from server.providers.base import ChunkStream, Health, request_payload
-from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
+from server.providers.bounded import Readable, TooLarge, line_batches, read_body, read_prefix
 from server.providers.embeddings import embed_in_batches
 from server.providers.redact import Redactor
 from server.providers.tasks import check_task
@@ -48,6 +51,15 @@ log = logging.getLogger("puente.upstream")
 _DONE = b"[DONE]"
 # How often endpoints that failed are probed to be brought back into rotation.
 PROBE_INTERVAL = 5.0
+# Seconds an upstream connection is kept idle: less than the 5 s after which uvicorn-based
+# upstreams (vLLM) drop theirs, since reusing a connection the upstream is closing fails the
+# request.
+IDLE_TIMEOUT = 4.0
+
+
+def upstream_pool() -> http1.Pool:
+    """The pool the OpenAI-compatible providers share (``Clients.upstream``)."""
+    return http1.Pool(idle_timeout=IDLE_TIMEOUT)
 
 
 def error_from_status(
@@ -115,9 +127,18 @@ class OpenAICompatibleProvider:
     probe_path = "/models"
     """Path under each endpoint's base URL that answers 200 when it can serve."""
 
-    def __init__(self, config: ModelConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        session: aiohttp.ClientSession,
+        pool: http1.Pool | None = None,
+    ) -> None:
+        """``session`` serves the health probes, ``pool`` the requests (one of its own, closed
+        with the provider, when none is shared)."""
         self.config = config
         self._session = session
+        self._owns_pool = pool is None
+        self._pool = pool if pool is not None else upstream_pool()
         breaker = config.breaker
         self.balancer = Balancer(
             config.upstream_urls, lambda: CircuitBreaker(breaker.failures, breaker.cooldown)
@@ -127,6 +148,8 @@ class OpenAICompatibleProvider:
         self._timeout = aiohttp.ClientTimeout(
             total=config.total_timeout, connect=t.connect, sock_read=t.read
         )
+        self._connect_timeout, self._read_timeout = t.connect, t.read
+        self._total_timeout = config.total_timeout
         self.redact = Redactor.for_model(config)
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
@@ -149,6 +172,8 @@ class OpenAICompatibleProvider:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
             self._prober = None
+        if self._owns_pool:
+            await self._pool.aclose()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -159,7 +184,7 @@ class OpenAICompatibleProvider:
     @asynccontextmanager
     async def _post(
         self, body: JSON, path: str = "/chat/completions"
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[http1.Response]:
         """POST to ``path`` under the least-busy endpoint and yield the response once its
         headers arrived.
 
@@ -178,25 +203,30 @@ class OpenAICompatibleProvider:
             tried.add(endpoint.url)
             with self.balancer.track(endpoint):
                 try:
-                    response = await self._session.post(
+                    # Redirects are never followed (http1 does not): one would re-send the
+                    # prompt and the credentials to wherever the upstream points.
+                    response = await self._pool.request(
+                        "POST",
                         endpoint.url + path,
-                        data=payload,
-                        headers=self._request_headers(),
-                        timeout=self._timeout,
-                        # A redirect would re-send the prompt and the credentials to wherever
-                        # the upstream points; an API endpoint has no reason to redirect.
-                        allow_redirects=False,
+                        self._request_headers(),
+                        payload,
+                        connect_timeout=self._connect_timeout,
+                        read_timeout=self._read_timeout,
+                        total_timeout=self._total_timeout,
                     )
-                except aiohttp.ClientConnectorError as exc:
-                    endpoint.mark_down(f"connect: {exc.os_error or exc}")
+                except http1.ConnectError as exc:
+                    endpoint.mark_down(f"connect: {exc}")
                     log.warning("endpoint %s refused the connection: %s", endpoint.url, exc)
                     continue
-                except (TimeoutError, aiohttp.ServerTimeoutError):
+                except TimeoutError:
                     endpoint.breaker.record_failure("timeout")
                     raise UpstreamTimeout(
                         f"Model '{self.config.name}' did not answer within its timeout."
                     ) from None
-                except aiohttp.ClientError as exc:
+                except http1.ProtocolError as exc:
+                    endpoint.breaker.record_failure("protocol")
+                    raise _protocol_error(self.config.name, exc) from None
+                except http1.HTTPError as exc:
                     endpoint.breaker.record_failure("connection")
                     raise _connection_error(self.config.name, exc, self.redact) from None
                 try:
@@ -303,7 +333,7 @@ class OpenAICompatibleProvider:
             finally:
                 await chunks.aclose()
 
-    async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamChunk, None]:
+    async def _chunks(self, response: http1.Response) -> AsyncGenerator[StreamChunk, None]:
         name, limit, redact = self.config.name, self.limits.max_line_bytes, self.redact
         event = b""
         try:
@@ -337,15 +367,18 @@ class OpenAICompatibleProvider:
             raise UpstreamProtocolError(
                 f"Model '{name}' sent a stream line longer than the limit of {limit} bytes."
             ) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except TimeoutError:
             raise UpstreamTimeout(f"Model '{name}' stopped sending within its timeout.") from None
-        except aiohttp.ClientError as exc:
+        except http1.ProtocolError as exc:
+            raise _protocol_error(name, exc) from None
+        except http1.HTTPError as exc:
             raise _connection_error(name, exc, self.redact) from None
         raise UpstreamProtocolError(f"Model '{name}' ended its stream before [DONE].")
 
-    async def _read(self, response: aiohttp.ClientResponse, *, error: bool = False) -> bytes:
+    async def _read(self, response: Readable, *, error: bool = False) -> bytes:
         """The body, bounded: an error body is cut at its limit (only its message is wanted), an
-        answer over its limit is refused."""
+        answer over its limit is refused. ``response`` is http1's, or aiohttp's for the engine's
+        ``/tokenize``."""
         name = self.config.name
         try:
             if error:
@@ -355,9 +388,11 @@ class OpenAICompatibleProvider:
             raise UpstreamProtocolError(
                 f"Model '{name}' answered with more than the limit of {exc.limit} bytes."
             ) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except TimeoutError:  # http1.Timeout and aiohttp's timeouts are TimeoutErrors
             raise UpstreamTimeout(f"Model '{name}' did not finish within its timeout.") from None
-        except aiohttp.ClientError as exc:
+        except http1.ProtocolError as exc:
+            raise _protocol_error(name, exc) from None
+        except (http1.HTTPError, aiohttp.ClientError) as exc:
             raise _connection_error(name, exc, self.redact) from None
 
     # -- health ------------------------------------------------------------------------------
@@ -432,9 +467,19 @@ def _loads_event(data: bytes, name: str) -> Any:
 
 
 def _connection_error(
-    name: str, exc: aiohttp.ClientError, redact: Redactor
+    name: str, exc: http1.HTTPError | aiohttp.ClientError, redact: Redactor
 ) -> UpstreamConnectionError:
     log.warning("upstream of %s failed: %s: %s", name, type(exc).__name__, redact(str(exc)))
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+    if isinstance(
+        exc, http1.Disconnected | aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError
+    ):
         return UpstreamConnectionError(f"The connection to model '{name}' was closed mid-answer.")
     return UpstreamConnectionError(f"Model '{name}' could not be reached.")
+
+
+def _protocol_error(name: str, exc: http1.ProtocolError) -> UpstreamProtocolError:
+    """An answer that is not HTTP/1.1 (a garbled status line or header, headers over the limit,
+    a compression Puente did not ask for): the client's 502, with what was wrong. The message
+    is the client's own words about the framing, never the upstream's bytes."""
+    log.warning("upstream of %s answered with broken HTTP: %s", name, exc)
+    return UpstreamProtocolError(f"Model '{name}' answered with broken HTTP: {exc}.")

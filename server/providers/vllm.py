@@ -28,6 +28,7 @@ from server.errors import (
     UpstreamStatusError,
 )
 from server.pipeline.request import JSON, ChatRequest, StreamChunk, UpstreamRequest
+from server.providers import http1
 from server.providers.balancer import Endpoint
 from server.providers.base import EngineOwner, Health
 from server.providers.openai_compatible import (
@@ -58,7 +59,12 @@ class VLLMProvider(OpenAICompatibleProvider):
     kind = "vllm"
 
     def __init__(
-        self, config: ModelConfig, session: aiohttp.ClientSession, *, engine: Engine | None = None
+        self,
+        config: ModelConfig,
+        session: aiohttp.ClientSession,
+        pool: http1.Pool | None = None,
+        *,
+        engine: Engine | None = None,
     ) -> None:
         self.engine: Engine | None = None
         # Whether ``aclose`` stops the engine: false for a provider built by a reload around the
@@ -70,7 +76,7 @@ class VLLMProvider(OpenAICompatibleProvider):
             else:
                 self.engine = Engine(config.name, config.upstream_name(config.name), config.launch)
             config = config.model_copy(update={"endpoints": [self.engine.base_url]})
-        super().__init__(config, session)
+        super().__init__(config, session, pool)
         self._checker: asyncio.Task[None] | None = None
 
     # -- reloads (server/lifecycle/reloader.py) ---------------------------------------------
@@ -81,7 +87,9 @@ class VLLMProvider(OpenAICompatibleProvider):
         changed); None when a new engine must start."""
         if self.engine is None or engine_spec(config) != engine_spec(self.config):
             return None
-        return VLLMProvider(config, session, engine=self.engine)
+        # The shared pool goes on with it; a pool of this provider's own closes with it.
+        shared = None if self._owns_pool else self._pool
+        return VLLMProvider(config, session, shared, engine=self.engine)
 
     def take_engine(self, previous: EngineOwner) -> None:
         """At the swap: this provider stops the shared engine from now on, ``previous`` (still
