@@ -1,6 +1,7 @@
-"""The vendor SDKs send through one aiohttp pool (``server/providers/aiohttp_transport.py``):
-each provider's requests go over aiohttp, connections are reused and closed at shutdown, and
-the upstream limits still hold on that path. Real providers, real SDKs, the faithful fakes."""
+"""The cloud providers' chat paths send on one pool of Puente's own client (``vendor_http`` on
+``http1``), what they still ask of the vendor SDKs through one aiohttp session
+(``server/providers/aiohttp_transport.py``): connections are reused and closed at shutdown, and
+the upstream limits still hold on both. Real providers, real SDKs, the faithful fakes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 
 from server.config import ModelConfig
 from server.errors import UpstreamProtocolError
-from server.pipeline.request import ChatRequest
+from server.pipeline.request import ChatRequest, UpstreamRequest
 from server.providers import Clients, build_provider
-from server.providers.base import Provider
+from server.providers.base import Provider, TextCompleter
 from server.providers.cloud import CloudClients
+from server.providers.http1 import split_url
 from tests.cloud_fixtures import ANTHROPIC_KEY, GEMINI_KEY
 from tests.fakes.anthropic_vendor import FakeAnthropic
 from tests.fakes.gemini_vendor import FakeGemini
@@ -93,13 +95,18 @@ def _upstream(name: str) -> str:
     return {"gpt": "fake-model", "claude": "claude-sonnet-test", "gemini": "gemini-test"}[name]
 
 
-async def test_every_sdk_provider_sends_through_one_reused_aiohttp_pool(
+def _received(openai_fake: FakeOpenAI, claude: FakeAnthropic, gemini: FakeGemini) -> list[int]:
+    return [len(openai_fake.state.received), len(claude.state.received), len(gemini.state.received)]
+
+
+async def test_every_chat_path_sends_through_one_reused_pool(
     cloud: tuple[CloudClients, Watched],
     fake_upstream: FakeOpenAI,
     anthropic_vendor: FakeAnthropic,
     gemini_vendor: FakeGemini,
 ) -> None:
     clients, watched = cloud
+    before = _received(fake_upstream, anthropic_vendor, gemini_vendor)
     async with aiohttp.ClientSession() as session:
         providers = _providers(clients, session, fake_upstream, anthropic_vendor, gemini_vendor)
         for name, provider in providers.items():
@@ -111,30 +118,31 @@ async def test_every_sdk_provider_sends_through_one_reused_aiohttp_pool(
                 _request(name, stream=True).for_attempt(_upstream(name))
             ) as chunks:
                 assert [c async for c in chunks]
-    hosts = {
-        f"127.0.0.1:{fake_upstream.port}",
-        f"127.0.0.1:{anthropic_vendor.port}",
-        f"127.0.0.1:{gemini_vendor.port}",
-    }
-    # Four requests to each vendor, all over aiohttp, on one connection each (one at a time).
-    assert set(watched.sent) == hosts
-    assert all(watched.sent[h] == 4 for h in hosts)
-    assert all(watched.opened[h] == 1 for h in hosts), watched.opened
-    session_of_pool = clients.session
-    assert session_of_pool is not None and not session_of_pool.closed
+    pool = clients.vendor_pool
+    urls = (fake_upstream.base_url, anthropic_vendor.url, gemini_vendor.url)
+    origins = {split_url(url)[0] for url in urls}
+    # Four requests to each vendor, all on the vendor pool, on one connection each (one at a
+    # time); none on the SDKs' aiohttp session.
+    after = _received(fake_upstream, anthropic_vendor, gemini_vendor)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [4, 4, 4]
+    assert set(pool.opened) == origins
+    assert all(pool.opened[o] == 1 for o in origins), pool.opened
+    assert all(pool.idle(o) == 1 for o in origins)
+    assert not watched.sent
     await clients.aclose()
-    assert session_of_pool.closed
-    gc.collect()  # an unclosed session or connection would warn here, and warnings are errors
+    assert all(pool.idle(o) == 0 for o in origins)
+    gc.collect()  # an unclosed connection would warn here, and warnings are errors
 
 
-async def test_an_answer_over_the_body_limit_is_still_cut_on_the_aiohttp_path(
+async def test_an_answer_over_the_body_limit_is_still_cut_on_the_vendor_pool(
     cloud: tuple[CloudClients, Watched],
     fake_upstream: FakeOpenAI,
     anthropic_vendor: FakeAnthropic,
     gemini_vendor: FakeGemini,
 ) -> None:
-    clients, watched = cloud
+    clients, _ = cloud
     limits = {"upstream_limits": {"max_body_bytes": 64}}  # every answer is longer
+    before = _received(fake_upstream, anthropic_vendor, gemini_vendor)
     async with aiohttp.ClientSession() as session:
         providers = _providers(
             clients, session, fake_upstream, anthropic_vendor, gemini_vendor, **limits
@@ -142,7 +150,9 @@ async def test_an_answer_over_the_body_limit_is_still_cut_on_the_aiohttp_path(
         for name, provider in providers.items():
             with pytest.raises(UpstreamProtocolError, match="not its API"):
                 await provider.complete(_request(name).for_attempt(_upstream(name)))
-    assert sum(watched.sent.values()) == 3
+    after = _received(fake_upstream, anthropic_vendor, gemini_vendor)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    assert sum(clients.vendor_pool.opened.values()) == 3
 
 
 async def test_by_default_the_sdks_pool_is_aiohttp_built_on_first_use(
@@ -156,6 +166,14 @@ async def test_by_default_the_sdks_pool_is_aiohttp_built_on_first_use(
     )
     assert clients.session is None
     await provider.complete(_request("gpt").for_attempt("fake-model"))
+    assert clients.session is None  # the chat path is on the vendor pool
+    assert isinstance(provider, TextCompleter)
+    prompt = {"model": "fake-model", "prompt": "hola", "max_tokens": 5}
+    await provider.complete_text(
+        UpstreamRequest(
+            body=prompt, model="gpt", upstream_model="fake-model", operation="completions"
+        )
+    )
     session = clients.session
     assert isinstance(session, aiohttp.ClientSession)
     await clients.aclose()

@@ -15,6 +15,10 @@ errors come out as the ``httpx2`` errors the SDKs and ``vendor_errors`` already 
     connection refused, DNS failure           ConnectError
     cut mid-answer, server disconnected       ReadError
     any other ClientError                     NetworkError
+
+``httpx2_errors`` also maps the errors of Puente's own client (``http1``), on which the chat
+paths post (``vendor_http``), the same way; an answer that is not HTTP is a
+``RemoteProtocolError``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from contextlib import contextmanager
 import aiohttp
 import httpx2
 
+from server.providers import http1
+
 # Set by aiohttp itself from the body and the URL; the SDKs' values would conflict.
 _OWN_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
@@ -34,6 +40,20 @@ _OWN_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"co
 def httpx2_errors(connecting: bool) -> Iterator[None]:
     try:
         yield
+    except http1.ConnectTimeout as exc:
+        raise httpx2.ConnectTimeout(str(exc)) from exc
+    except http1.Timeout as exc:
+        # As aiohttp's below: a wait for the answer's head counts as part of connecting.
+        kind = httpx2.ConnectTimeout if connecting else httpx2.ReadTimeout
+        raise kind(str(exc)) from exc
+    except http1.ConnectError as exc:
+        raise httpx2.ConnectError(str(exc)) from exc
+    except http1.Disconnected as exc:
+        raise httpx2.ReadError(str(exc)) from exc
+    except http1.ProtocolError as exc:
+        raise httpx2.RemoteProtocolError(str(exc)) from exc
+    except http1.HTTPError as exc:
+        raise httpx2.NetworkError(str(exc)) from exc
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx2.ConnectTimeout(str(exc)) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:

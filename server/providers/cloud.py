@@ -1,13 +1,12 @@
-"""What the cloud vendor providers share: one aiohttp session for the vendors, and the image
-fetcher.
+"""What the cloud vendor providers share: the connections to the vendors, and the image fetcher.
 
-The providers' chat paths speak each vendor's HTTP themselves over that session
-(``vendor_http``); what they still ask of the ``openai``, ``anthropic`` and ``google-genai`` SDKs
-(embeddings, legacy completions, token counts, building error objects) goes through one
-``httpx2.AsyncClient`` whose transport sends over the same session (``aiohttp_transport``), so
-connections are pooled across models and closed once, in the app's lifespan. ``httpx2``'s own
-pool cost several times aiohttp's CPU per request (``bench/README.md``, "Every provider kind").
-Nothing is built until a provider sends.
+The providers' chat paths speak each vendor's HTTP themselves (``vendor_http``) on Puente's own
+HTTP/1.1 client (``http1``, a pool of its own: ``vendor_pool``). What they still ask of the
+``openai``, ``anthropic`` and ``google-genai`` SDKs (embeddings, legacy completions, token
+counts, building error objects) goes through one ``httpx2.AsyncClient`` whose transport sends
+over one aiohttp session (``aiohttp_transport``), so connections are pooled across models and
+closed once, in the app's lifespan. ``httpx2``'s own pool cost several times aiohttp's CPU per
+request (``bench/README.md``, "Every provider kind"). Nothing connects until a provider sends.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import aiohttp
 import httpx2
 
 from server.config import ImageFetchConfig, ModelConfig
+from server.providers import http1
 from server.providers.aiohttp_transport import AiohttpTransport
 from server.providers.images import ImageFetcher
 from server.providers.sdk_limits import BoundedTransport
@@ -39,6 +39,10 @@ class CloudClients:
         self._session: aiohttp.ClientSession | None = None
         self._sdk_pool = sdk_pool
         self._trace_configs = trace_configs
+        # Idle connections kept 15 s, as the session's below (the vendors keep theirs longer; a
+        # proxy may not). No proxy from the environment: http1 reads none.
+        self.vendor_pool = http1.Pool(idle_timeout=15)
+        """The chat paths' connections (``vendor_http``)."""
 
     def vendor_session(self) -> aiohttp.ClientSession:
         """The session every vendor request goes over, built on first use (in the event loop
@@ -81,6 +85,7 @@ class CloudClients:
 
     async def aclose(self) -> None:
         await self.images.aclose()
+        await self.vendor_pool.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -24,7 +24,8 @@ Errors are the tree below, so the caller maps each to its own in one place::
 
     HTTPError
     ├── ConnectError       no connection could be made (refused, DNS, TLS): nothing was sent
-    ├── Timeout            (also a TimeoutError) connecting, or waiting for the next bytes
+    ├── Timeout            (also a TimeoutError) waiting for the next bytes, or the total
+    │   └── ConnectTimeout     connecting
     ├── Disconnected       the connection closed before the answer was whole
     └── ProtocolError      the answer is not HTTP/1.1 as this client speaks it
 """
@@ -34,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import lru_cache
 from typing import NamedTuple, TypeVar, cast, overload
@@ -63,6 +64,10 @@ class ConnectError(HTTPError):
 
 class Timeout(HTTPError, TimeoutError):
     """Connecting, or a wait for the next bytes of the answer, took too long."""
+
+
+class ConnectTimeout(Timeout):
+    """No connection within the connect timeout; nothing was sent."""
 
 
 class Disconnected(HTTPError):
@@ -185,6 +190,11 @@ class Response:
     @property
     def content(self) -> Response:
         return self
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as they came, in order (names as the upstream cased them)."""
+        return self.headers.raw
 
     # -- fed by the connection -----------------------------------------------------------------
 
@@ -538,6 +548,8 @@ class Pool:
         self.max_head = max_head
         self._ssl = ssl_context
         self._idle: dict[Origin, deque[_Connection]] = {}
+        self.opened: Counter[Origin] = Counter()
+        """Connections made so far, per origin (what tests and a debugger watch)."""
         self._open: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -608,10 +620,11 @@ class Pool:
                 )
         except TimeoutError:
             conn.close()
-            raise Timeout(f"no connection within {timeout:g} s") from None
+            raise ConnectTimeout(f"no connection within {timeout:g} s") from None
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise ConnectError(f"cannot connect: {exc.strerror or exc}") from exc
         self._open.add(conn)
+        self.opened[origin] += 1
         return conn
 
     def put(self, conn: _Connection) -> None:

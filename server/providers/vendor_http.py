@@ -1,13 +1,16 @@
-"""A vendor's HTTP API spoken directly over the cloud aiohttp session, for the chat paths.
+"""A vendor's HTTP API spoken directly on Puente's own HTTP/1.1 client (``http1``, the cloud
+clients' ``vendor_pool``), for the chat paths.
 
 The vendor SDKs cost far more CPU per request than the HTTP underneath (building options and
 headers, validating answers into their types and back into dicts, their own SSE decoders:
 ``bench/README.md``, "Every provider kind"), so each provider's hot path posts JSON and reads the
-answer here. What the SDKs gave those paths is kept:
+answer here (on ``http1``: aiohttp's client cost several times its CPU, ``bench/CLIENT.md``).
+What the SDKs gave those paths is kept:
 
 - the upstream limits (``bounded``): an answer over ``max_body_bytes`` and an event-stream line
-  over ``max_line_bytes`` are refused, an error body is cut at ``max_error_bytes``; aiohttp
-  decompresses piece by piece, so the limits bound the decompressed size;
+  over ``max_line_bytes`` are refused, an error body is cut at ``max_error_bytes``; ``http1``
+  asks for no compression and decompresses piece by piece an answer compressed anyway, so the
+  limits bound the decompressed size;
 - the model's timeouts (``connect``, and ``read`` per wait for bytes; ``total`` is the
   provider's);
 - the errors: a transport failure comes out as the ``httpx2`` error the SDK would have let out
@@ -23,11 +26,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import httpx2
 import orjson
 
 from server.config import ModelConfig
+from server.providers import http1
 from server.providers.aiohttp_transport import httpx2_errors
 from server.providers.base import request_payload
 from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
@@ -50,20 +53,26 @@ class VendorHTTP:
         self._headers = {"Content-Type": "application/json", **headers}
         self._status_error = status_error
         t = config.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+        self._connect_timeout, self._read_timeout = t.connect, t.read
 
     @asynccontextmanager
     async def post(
         self, url: str, body: Any, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[http1.Response]:
         """POST ``body`` as JSON; yields the response once its status is a success. The
         response is released on exit: a finished one returns its connection to the pool, one
         left unread (a client that went away) closes it, which stops the vendor."""
         payload = request_payload(body)
         sent = {**self._headers, **headers} if headers else self._headers
         with httpx2_errors(connecting=True):
-            response = await self._cloud.vendor_session().post(
-                url, data=payload, headers=sent, timeout=self._timeout, allow_redirects=False
+            # Redirects are never followed (http1 does not).
+            response = await self._cloud.vendor_pool.request(
+                "POST",
+                url,
+                sent,
+                payload,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
             )
         try:
             if response.status >= 300:
@@ -72,7 +81,7 @@ class VendorHTTP:
         finally:
             response.release()
 
-    async def _refusal(self, url: str, response: aiohttp.ClientResponse) -> BaseException:
+    async def _refusal(self, url: str, response: http1.Response) -> BaseException:
         with httpx2_errors(connecting=False):
             body = await read_prefix(response, self._limits.max_error_bytes)
         answer = httpx2.Response(
@@ -83,7 +92,7 @@ class VendorHTTP:
         )
         return self._status_error(answer)
 
-    async def json(self, response: aiohttp.ClientResponse) -> Any:
+    async def json(self, response: http1.Response) -> Any:
         """The whole answer parsed, within ``max_body_bytes``; None when it is not JSON."""
         try:
             with httpx2_errors(connecting=False):
@@ -95,7 +104,7 @@ class VendorHTTP:
         except orjson.JSONDecodeError:
             return None
 
-    async def events(self, response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
+    async def events(self, response: http1.Response) -> AsyncIterator[tuple[str, bytes]]:
         """Server-sent events as (event name, data), each line within ``max_line_bytes``."""
         name, data = "", list[bytes]()
         try:
