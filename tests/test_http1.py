@@ -237,6 +237,22 @@ async def test_a_body_is_read_as_it_arrives(pool: Pool) -> None:
         assert max(len(p) for p in pieces) <= 3
 
 
+async def test_a_body_larger_than_the_buffer_arrives_whole_and_the_connection_is_kept(
+    pool: Pool,
+) -> None:
+    # 4 MiB: the connection stops reading while 256 KiB wait unread, and reads on once taken.
+    body = bytes(range(256)) * (16 * 1024)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    async with Scripted(answering(head + body)) as server:
+        for _ in range(2):
+            response = await post(pool, server.url())
+            await asyncio.sleep(0.05)  # the body piles up unread meanwhile
+            received = b"".join([piece async for piece in response.iter_any()])
+            response.release()
+            assert received == body
+        assert server.accepted == 1
+
+
 async def test_a_gzip_answer_is_decompressed_in_bounded_steps(pool: Pool) -> None:
     plain = b"a" * (1024 * 1024)
     packed = gzip.compress(plain)

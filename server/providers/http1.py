@@ -82,26 +82,26 @@ class Origin(NamedTuple):
     scheme: str
     host: str
     port: int
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+    host_header: str
+    """The ``Host`` header's value (the port left out where it is the scheme's own)."""
 
 
 @lru_cache(maxsize=1024)
 def split_url(url: str) -> tuple[Origin, str]:
-    """``url`` as its origin and the request target (path and query)."""
+    """``url`` as its origin and the request target (path and query); cached, as a provider
+    posts to a few URLs many times."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
-    port = parts.port or (443 if scheme == "https" else 80)
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return Origin(scheme, parts.hostname, port), target
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    header = host if port == default else f"{host}:{port}"
+    return Origin(scheme, parts.hostname, port, header), target
 
 
 class Headers(Mapping[str, str]):
