@@ -355,18 +355,27 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(pool: Pool, raw: b
         assert SECRET not in str(caught.value)
 
 
-async def test_oversized_headers_are_refused_before_they_are_held() -> None:
+async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nX-Filler: ")
+    while not writer.is_closing():
+        writer.write(b"f" * 4096)
+        await writer.drain()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        endless_header,
+        # Whole before the client reads it: bounded as it is parsed.
+        answering(b"HTTP/1.1 200 OK\r\n" + b"X-Filler: f\r\n" * 1000 + b"\r\n"),
+    ],
+    ids=["arriving", "whole"],
+)
+async def test_oversized_headers_are_refused(answer: Answer) -> None:
     pool = Pool(idle_timeout=30, max_head=8 * 1024)
-
-    async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nX-Filler: ")
-        while not writer.is_closing():
-            writer.write(b"f" * 4096)
-            await writer.drain()
-            await asyncio.sleep(0)
-
     try:
-        async with Scripted(endless_header) as server:
+        async with Scripted(answer) as server:
             with pytest.raises(ProtocolError, match="over 8192 bytes"):
                 await post(pool, server.url())
     finally:

@@ -337,7 +337,8 @@ class _Connection(asyncio.Protocol):
         self._head: Response | None = None  # ... until its head is whole
         self._head_waiter: asyncio.Future[None] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # of a head still incomplete after the bytes read so far
+        self._header_bytes = 0  # of the headers parsed
         self._until_close = False
         self._keep_alive = False
         self._informational = False
@@ -377,9 +378,7 @@ class _Connection(asyncio.Protocol):
             # Still in the head after all of ``data``: every byte of it was head.
             self._head_bytes += len(data)
             if self._head_bytes > self._pool.max_head:
-                self._broken(
-                    ProtocolError(f"the answer's headers are over {self._pool.max_head} bytes")
-                )
+                self._broken(_too_long(self._pool.max_head))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost settles the answer
@@ -412,12 +411,17 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
+        # A head that arrived whole in one read is bounded here (``data_received`` bounds one
+        # still arriving, before httptools holds more of it).
+        self._header_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         response = self._head
         raw, self._raw_headers = self._raw_headers, []
         if response is None:
             return
+        if self._header_bytes > self._pool.max_head:
+            raise _too_long(self._pool.max_head)
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._informational = True  # 100 Continue and the like: the answer follows
@@ -491,7 +495,7 @@ class _Connection(asyncio.Protocol):
         loop = self._pool.loop()
         response = Response(self, loop, read_timeout, deadline)
         self._response = self._head = response
-        self._head_bytes = 0
+        self._head_bytes = self._header_bytes = 0
         self._until_close = False
         waiter = self._head_waiter = loop.create_future()
         self._transport.write(request)
@@ -532,6 +536,10 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
         self._pool.forget(self)
+
+
+def _too_long(limit: int) -> ProtocolError:
+    return ProtocolError(f"the answer's headers are over {limit} bytes")
 
 
 class Pool:
