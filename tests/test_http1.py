@@ -1,4 +1,4 @@
-"""Puente's HTTP/1.1 client (server/providers/http1.py) against real local servers that answer
+"""Puente's HTTP/1.1 client (server/providers/http1/) against real local servers that answer
 with scripted bytes: keep-alive reuse and when a connection must not be reused, each way of
 delimiting a body, timeouts, answers that are not HTTP, TLS."""
 
