@@ -21,8 +21,10 @@ from typing import Any
 import uvicorn
 import yaml
 
+from server.api.envelopes import over_capacity
 from server.app import create_app
 from server.config import Settings, load_config
+from server.lifecycle.http_guard import uvicorn_options
 from server.lifecycle.runtime import Runtime
 from server.observability.logs import FORMAT
 from server.observability.request_context import RequestIdFilter
@@ -89,6 +91,8 @@ class InProcessPuente:
             lifespan="on",
             access_log=False,
             log_config=None,
+            # The HTTP protocol ``puente serve`` runs (limits, the doors' fast path).
+            **uvicorn_options(settings.config.server.http, over_capacity, self._app.doors),
         )
         self._server = uvicorn.Server(config)
         logging.getLogger().addHandler(self._handler)
