@@ -43,6 +43,7 @@ class InProcessPuente:
         providers: Mapping[str, Provider] | None = None,
         env: Mapping[str, str] | None = None,
         name: str = "puente",
+        own_protocol: bool = True,
     ) -> None:
         self.workdir = workdir
         self.config_path = workdir / f"{name}.yaml"
@@ -51,6 +52,9 @@ class InProcessPuente:
         self.port = free_port()
         self.providers = providers
         self.env = dict(env or {})
+        self.own_protocol = own_protocol
+        """``puente serve``'s HTTP protocol (server/lifecycle/http_guard.py), or uvicorn's own,
+        as another ASGI server would serve the app."""
         self._log = io.StringIO()
         self._handler = logging.StreamHandler(self._log)
         self._handler.setFormatter(logging.Formatter(FORMAT))
@@ -83,6 +87,8 @@ class InProcessPuente:
             config=load_config(self.config_path), config_path=self.config_path, port=self.port
         )
         self._app = create_app(settings, self.providers)
+        http = settings.config.server.http
+        options = uvicorn_options(http, over_capacity, self._app.doors) if self.own_protocol else {}
         config = uvicorn.Config(
             self._app,
             host="127.0.0.1",
@@ -91,8 +97,7 @@ class InProcessPuente:
             lifespan="on",
             access_log=False,
             log_config=None,
-            # The HTTP protocol ``puente serve`` runs (limits, the doors' fast path).
-            **uvicorn_options(settings.config.server.http, over_capacity, self._app.doors),
+            **options,
         )
         self._server = uvicorn.Server(config)
         logging.getLogger().addHandler(self._handler)

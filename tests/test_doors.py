@@ -30,6 +30,7 @@ from tests.conftest import gateway_config
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.inprocess import InProcessPuente
 from tests.support import free_port
+from tests.test_disconnect import _send_and_leave, _wait_closed
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -288,3 +289,24 @@ async def test_until_disconnect_without_the_hook_watches_receive() -> None:
 
     with pytest.raises(ClientDisconnected):
         await until_disconnect(_request(None, receive), work())
+
+
+def test_under_another_asgi_server_a_client_leaving_still_closes_the_upstream(
+    fake_upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    """uvicorn's own protocol has no disconnect hook: the watcher tasks on ``receive`` do it."""
+    with InProcessPuente(gateway_config(fake_upstream), tmp_path, own_protocol=False) as puente:
+        for stream, delay in ((False, 30), (True, 0.1)):
+            fake_upstream.reset()
+            body = {
+                "model": "fake-model",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "count " * 200}],
+                "fake": {"delay": delay},  # far longer than the client stays
+            }
+            _send_and_leave(puente, body, wait=0.3)
+            _wait_closed(fake_upstream)
+            assert fake_upstream.state.closed[-1].request_id.startswith("leaver-")
+        with httpx.Client(base_url=puente.base_url) as client:  # and answers carry their id
+            answer = client.post("/chat/completions", json=CHAT, headers={"x-request-id": "o-1"})
+        assert answer.headers.get_list("x-request-id") == ["o-1"]
