@@ -310,3 +310,28 @@ def test_under_another_asgi_server_a_client_leaving_still_closes_the_upstream(
         with httpx.Client(base_url=puente.base_url) as client:  # and answers carry their id
             answer = client.post("/chat/completions", json=CHAT, headers={"x-request-id": "o-1"})
         assert answer.headers.get_list("x-request-id") == ["o-1"]
+
+
+def test_a_header_value_with_a_line_break_never_reaches_the_wire(
+    puente: InProcessPuente, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a door puts in its answer's headers (values that came from an upstream or a
+    client included), the HTTP layer refuses a CR or LF in them rather than write it: the
+    doors' prebuilt header lists still pass uvicorn's check of every header."""
+    from server.api import front_door
+
+    made = front_door._headers
+
+    def hostile(headers: dict[str, str], parsed: Any) -> dict[str, str]:
+        return {**made(headers, parsed), "x-upstream": "ok\r\nset-cookie: pwned=1"}
+
+    monkeypatch.setattr(front_door, "_headers", hostile)
+    body = orjson.dumps(CHAT)
+    with socket.create_connection(("127.0.0.1", puente.port), timeout=15) as sock:
+        sock.sendall(_post(b"/v1/chat/completions", body))
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+    # uvicorn refuses the head and closes the connection: no answer rather than a forged one.
+    assert b"pwned" not in received
+    assert received == b""
