@@ -335,3 +335,20 @@ def test_a_header_value_with_a_line_break_never_reaches_the_wire(
     # uvicorn refuses the head and closes the connection: no answer rather than a forged one.
     assert b"pwned" not in received
     assert received == b""
+
+
+def test_with_cors_on_a_browsers_post_takes_the_whole_stack(
+    fake_upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    origin = "https://app.example.com"
+    config = gateway_config(fake_upstream)
+    config["server"] = {**config["server"], "cors": {"allow_origins": [origin]}}
+    puente = InProcessPuente(config, tmp_path)
+    with puente, httpx.Client(base_url=puente.base_url) as client:
+        browser = client.post("/chat/completions", json=CHAT, headers={"Origin": origin})
+        plain = client.post("/chat/completions", json=CHAT)
+    assert browser.status_code == plain.status_code == 200
+    assert browser.headers["access-control-allow-origin"] == origin
+    assert "x-request-id" in browser.headers["access-control-expose-headers"]
+    assert len(browser.headers.get_list("x-request-id")) == 1
+    assert "access-control-allow-origin" not in plain.headers
