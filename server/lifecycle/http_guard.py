@@ -147,8 +147,9 @@ def guarded_httptools(
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            # uvicorn's scope type allows only dicts there; ASGI allows any value.
-            self.scope["extensions"] = {DISCONNECT: self}  # type: ignore[dict-item]
+            # Beside any extension uvicorn may announce. Its scope type allows only dicts there;
+            # ASGI allows any value.
+            self.scope.setdefault("extensions", {})[DISCONNECT] = self  # type: ignore[assignment]
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
