@@ -19,11 +19,15 @@ import orjson
 import pytest
 import uvicorn
 from starlette.requests import Request
+from starlette.responses import JSONResponse as StarlettesJSON
 
+from server.api import front_door
 from server.api.envelopes import over_capacity
 from server.api.fast_lane import LaneApp
 from server.api.front_door import until_disconnect
+from server.api.wire import JSONResponse, error_response, json_bytes_response
 from server.config import HttpLimits
+from server.errors import RateLimited
 from server.lifecycle.http_guard import DISCONNECT, guarded_httptools
 from server.pipeline.pipeline import ClientDisconnected
 from tests.conftest import gateway_config
@@ -318,8 +322,6 @@ def test_a_header_value_with_a_line_break_never_reaches_the_wire(
     """Whatever a door puts in its answer's headers (values that came from an upstream or a
     client included), the HTTP layer refuses a CR or LF in them rather than write it: the
     doors' prebuilt header lists still pass uvicorn's check of every header."""
-    from server.api import front_door
-
     made = front_door._headers
 
     def hostile(headers: dict[str, str], parsed: Any) -> dict[str, str]:
@@ -352,3 +354,31 @@ def test_with_cors_on_a_browsers_post_takes_the_whole_stack(
     assert "x-request-id" in browser.headers["access-control-expose-headers"]
     assert len(browser.headers.get_list("x-request-id")) == 1
     assert "access-control-allow-origin" not in plain.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {},
+        {"X-RateLimit-Limit-Requests": "10", "x-puente-model": "m"},
+        {"Content-Type": "application/problem+json", "retry-after": "1"},
+        {"content-length": "3"},
+    ],
+)
+def test_json_answers_have_the_headers_starlette_would_give_them(
+    headers: dict[str, str] | None,
+) -> None:
+    content = {"a": [1, "é"]}
+    ours = JSONResponse(content, status_code=201, headers=headers)
+    theirs = StarlettesJSON(content, status_code=201, headers=headers)
+    assert ours.body == theirs.body  # both compact UTF-8
+    assert ours.raw_headers == theirs.raw_headers  # the same headers, in the same order
+    error = RateLimited("slow down", retry_after=2)
+    refused = error_response(error)
+    assert refused.status_code == 429
+    assert dict(refused.raw_headers)[b"retry-after"] == b"2"
+    assert json_bytes_response(b"{}", 200).raw_headers == [
+        (b"content-length", b"2"),
+        (b"content-type", b"application/json"),
+    ]

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server.errors import PuenteError
 
 _JSON = b"application/json"
+_FRAMING = frozenset((b"content-length", b"content-type"))
 
 
 class JSONResponse(Response):
@@ -41,15 +42,16 @@ class JSONResponse(Response):
 
 def json_headers(body: bytes, headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
     """What ``Response.init_headers`` makes for a JSON ``body`` with ``headers``."""
-    raw = (
-        [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        if (headers)
-        else []
-    )
-    names = {name for name, _ in raw} if raw else ()
-    if b"content-length" not in names:
+    raw = []
+    framing = False  # the caller set content-length or content-type itself (never, in Puente)
+    for name, value in headers.items() if headers else ():
+        key = name.lower().encode("latin-1")
+        framing = framing or key in _FRAMING
+        raw.append((key, value.encode("latin-1")))
+    given = {key for key, _ in raw} if framing else ()
+    if b"content-length" not in given:
         raw.append((b"content-length", b"%d" % len(body)))
-    if b"content-type" not in names:
+    if b"content-type" not in given:
         raw.append((b"content-type", _JSON))
     return raw
 
