@@ -24,7 +24,7 @@ from server.access.responses import ResponseStore
 from server.access.startup import metrics_key_hash
 from server.api import admin, chat, completions, embeddings, health, models
 from server.api.envelopes import error_response_for
-from server.api.fast_lane import FastLane, LaneApp, lanes
+from server.api.fast_lane import Doors, FastLane, LaneApp, lanes
 from server.api.messages import route as messages
 from server.api.middleware import BodyLimitMiddleware, CorsMiddleware, RequestIdMiddleware
 from server.api.responses_api import route as responses
@@ -93,7 +93,7 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, providers: Mapping[str, Provider] | None = None) -> FastAPI:
+def create_app(settings: Settings, providers: Mapping[str, Provider] | None = None) -> LaneApp:
     injected = dict(providers or {})
 
     @asynccontextmanager
@@ -178,10 +178,9 @@ def create_app(settings: Settings, providers: Mapping[str, Provider] | None = No
     app.add_middleware(RequestIdMiddleware)
     if settings.config.server.cors.allow_origins:  # outermost: preflights need no key
         app.add_middleware(CorsMiddleware, config=settings.config.server.cors)
-    # The same three for the lane's POSTs, entered before Starlette's and FastAPI's layers.
-    app.doors = RequestIdMiddleware(BodyLimitMiddleware(FastLane(app.whole, paths), limit))
-    app.door_paths = frozenset(paths)
-    app.cors = bool(settings.config.server.cors.allow_origins)
+    # What those three do, for the doors' POSTs, before Starlette's and FastAPI's layers.
+    cors = bool(settings.config.server.cors.allow_origins)
+    app.doors = Doors(app.whole, app, paths, limit=limit, cors=cors)
     return app
 
 

@@ -40,16 +40,18 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     has = importlib.util.find_spec
     server = settings.config.server
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         loop="uvloop" if has("uvloop") else "asyncio",
         workers=1,
         access_log=False,
         log_config=None,
-        # Header size, count and timeout, idle keep-alive, connection cap (server.http).
-        **uvicorn_options(server.http, over_capacity),
+        # Header size, count and timeout, idle keep-alive, connection cap (server.http); the
+        # front doors' POSTs straight to the app's fast path.
+        **uvicorn_options(server.http, over_capacity, app.doors),
     )
     drain_timeout = server.drain_timeout if args.drain_timeout is None else args.drain_timeout
     # SIGTERM: /ready turns 503, then the listener closes and requests drain

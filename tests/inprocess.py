@@ -21,8 +21,10 @@ from typing import Any
 import uvicorn
 import yaml
 
+from server.api.envelopes import over_capacity
 from server.app import create_app
 from server.config import Settings, load_config
+from server.lifecycle.http_guard import uvicorn_options
 from server.lifecycle.runtime import Runtime
 from server.observability.logs import FORMAT
 from server.observability.request_context import RequestIdFilter
@@ -41,6 +43,7 @@ class InProcessPuente:
         providers: Mapping[str, Provider] | None = None,
         env: Mapping[str, str] | None = None,
         name: str = "puente",
+        own_protocol: bool = True,
     ) -> None:
         self.workdir = workdir
         self.config_path = workdir / f"{name}.yaml"
@@ -49,6 +52,9 @@ class InProcessPuente:
         self.port = free_port()
         self.providers = providers
         self.env = dict(env or {})
+        self.own_protocol = own_protocol
+        """``puente serve``'s HTTP protocol (server/lifecycle/http_guard.py), or uvicorn's own,
+        as another ASGI server would serve the app."""
         self._log = io.StringIO()
         self._handler = logging.StreamHandler(self._log)
         self._handler.setFormatter(logging.Formatter(FORMAT))
@@ -81,6 +87,8 @@ class InProcessPuente:
             config=load_config(self.config_path), config_path=self.config_path, port=self.port
         )
         self._app = create_app(settings, self.providers)
+        http = settings.config.server.http
+        options = uvicorn_options(http, over_capacity, self._app.doors) if self.own_protocol else {}
         config = uvicorn.Config(
             self._app,
             host="127.0.0.1",
@@ -89,6 +97,7 @@ class InProcessPuente:
             lifespan="on",
             access_log=False,
             log_config=None,
+            **options,
         )
         self._server = uvicorn.Server(config)
         logging.getLogger().addHandler(self._handler)

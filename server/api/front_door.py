@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -24,6 +24,7 @@ from server.api.deps import authenticate, runtime_of
 from server.api.sse import SSEResponse, wait_disconnect
 from server.api.wire import JSONResponse, model_header
 from server.errors import PuenteError
+from server.lifecycle.http_guard import DISCONNECT, DisconnectHook
 from server.lifecycle.runtime import Runtime
 from server.observability.request_context import request_id
 from server.pipeline.pipeline import Answer, AnswerStream, ClientDisconnected
@@ -73,23 +74,35 @@ class FrontDoor(Protocol[S]):
     def stream_error(self, error: PuenteError) -> bytes: ...
 
 
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` but cancel it as soon as the client disconnects (which, for an upstream
     call, closes the upstream connection and lets the engine free its KV cache).
 
-    ``work`` runs in this task; one watcher task cancels it when the client leaves (a task for
-    the work too and an ``asyncio.wait`` on both cost more than the rest of the route)."""
+    ``work`` runs in this task. Under ``puente serve`` the HTTP protocol calls back when the
+    client leaves (``http_guard.DisconnectHook``); elsewhere one watcher task awaits it (a task
+    for the work too and an ``asyncio.wait`` on both cost more than the rest of the route)."""
     task = asyncio.current_task()
     assert task is not None
     left = False
 
-    async def watch() -> None:
+    def gone() -> None:
         nonlocal left
-        await wait_disconnect(request.receive)
         left = True
         task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    extensions = request.scope.get("extensions")
+    hook: DisconnectHook | None = extensions.get(DISCONNECT) if extensions else None
+    watcher: asyncio.Future[None] | None = None
+    if hook is None:
+
+        async def watch() -> None:
+            await wait_disconnect(request.receive)
+            gone()
+
+        watcher = asyncio.ensure_future(watch())
+    elif not hook.watch(gone):
+        work.close()  # never started
+        raise ClientDisconnected
     try:
         return await work
     except asyncio.CancelledError:
@@ -98,7 +111,11 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         task.uncancel()
         raise ClientDisconnected from None
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        else:
+            assert hook is not None
+            hook.unwatch(gone)
 
 
 def _headers(headers: dict[str, str], parsed: Parsed[Any]) -> dict[str, str]:

@@ -6,9 +6,10 @@ through untouched and context variables set here are seen by the handlers.
 
 from __future__ import annotations
 
-import os
 import re
 import time
+from collections.abc import Iterable
+from random import getrandbits
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +19,8 @@ from server.config import CorsConfig
 from server.errors import PayloadTooLarge, PuenteError, UnsupportedEncoding
 from server.observability.request_context import request_id, request_started
 
+Header = tuple[bytes, bytes]
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
@@ -25,6 +28,27 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
+    return None
+
+
+def new_request_id(given: bytes | None) -> str:
+    """The client's ``X-Request-Id`` when it is a sane token, else 128 random bits in hex.
+
+    From Python's PRNG rather than ``os.urandom`` (a system call per request): an id needs to be
+    unique, not unguessable, and it grants nothing."""
+    rid = given.decode("latin-1") if given else ""
+    if not _VALID_ID.match(rid):
+        rid = f"{getrandbits(128):032x}"
+    return rid
+
+
+def body_refusal(encoding: bytes | None, declared: bytes | None, limit: int) -> PuenteError | None:
+    """Why a body must be refused before it is read, from its ``Content-Encoding`` and
+    ``Content-Length``: compressed (415) or declared over ``limit`` bytes (413)."""
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        return UnsupportedEncoding(encoding.decode("latin-1")[:40])
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return PayloadTooLarge(limit)
     return None
 
 
@@ -40,18 +64,13 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = request_started.set(time.perf_counter())  # the request's clock starts here
-        given = _header(scope, b"x-request-id")
-        rid = given.decode("latin-1") if given else ""
-        if not _VALID_ID.match(rid):
-            rid = os.urandom(16).hex()  # uuid4().hex's 128 random bits, without a UUID object
+        rid = new_request_id(_header(scope, b"x-request-id"))
         token = request_id.set(rid)
         raw_id = rid.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
-                headers.append((b"x-request-id", raw_id))
-                message["headers"] = headers
+                message["headers"] = with_request_id(message.get("headers", []), raw_id)
             await send(message)
 
         try:
@@ -59,6 +78,13 @@ class RequestIdMiddleware:
         finally:
             request_id.reset(token)
             request_started.reset(started)
+
+
+def with_request_id(headers: Iterable[tuple[bytes, bytes]], raw_id: bytes) -> list[Header]:
+    """``headers`` with ``x-request-id: raw_id`` as its only request id."""
+    out = [h for h in headers if h[0].lower() != b"x-request-id"]
+    out.append((b"x-request-id", raw_id))
+    return out
 
 
 class BodyLimitMiddleware:
@@ -73,14 +99,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        encoding = _header(scope, b"content-encoding")
-        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-            shown = encoding.decode("latin-1")[:40]
-            await _refuse(scope, receive, send, UnsupportedEncoding(shown))
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _refuse(scope, receive, send, PayloadTooLarge(self.limit))
+        refusal = body_refusal(
+            _header(scope, b"content-encoding"), _header(scope, b"content-length"), self.limit
+        )
+        if refusal is not None:
+            await _refuse(scope, receive, send, refusal)
             return
         seen = 0
 

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.coalesce import relay
 from server.errors import PuenteError
+from server.lifecycle.http_guard import DISCONNECT, DisconnectHook
 from server.pipeline.pipeline import AnswerStream
 
 log = logging.getLogger("puente.http")
@@ -53,8 +54,39 @@ def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
+LEFT = "left mid-stream"
+STALLED = "stopped reading"
+
+
+class _Stop:
+    """Why a stream was stopped, and the cancellation of the task sending it."""
+
+    __slots__ = ("done", "task", "why")
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+        self.why: str | None = None
+        self.done = False
+        """The stream is sent (or failed): a late callback must not cancel what follows."""
+
+    def stop(self, why: str) -> None:
+        if self.why is None and not self.done:
+            self.why = why
+            self.task.cancel()
+
+    def left(self) -> None:
+        self.stop(LEFT)
+
+    def on_watcher(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled() and watcher.exception() is None:
+            self.stop(LEFT)
+
+
 class SSEResponse(Response):
     """Relays ``frames`` (made from ``stream``) as ``text/event-stream``."""
+
+    request_id: bytes | None = None
+    """``x-request-id`` for its head, when what sends it adds none (``fast_lane.Doors``)."""
 
     def __init__(
         self,
@@ -75,54 +107,77 @@ class SSEResponse(Response):
         self.extra_headers = headers
         self.send_timeout = send_timeout
         self._sending_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sender = asyncio.ensure_future(self._send_all(send))
-        watcher = asyncio.ensure_future(wait_disconnect(receive))
-        stall = asyncio.ensure_future(self._stalled())
+        """Send the stream in this task; stop it when the client leaves or stops reading.
+
+        Both are told by callbacks that cancel this task: the HTTP protocol's disconnect hook
+        (``server/lifecycle/http_guard.py``; a watcher task on ``receive`` under another ASGI
+        server) and a timer that re-arms itself (``_check_stall``) — where a sender task, a
+        watcher task, a watchdog task and ``asyncio.wait`` on the three cost a tenth of a
+        stream's CPU (bench/DOOR.md)."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        stop = _Stop(task)
+        extensions = scope.get("extensions")
+        hook: DisconnectHook | None = extensions.get(DISCONNECT) if extensions else None
+        watcher: asyncio.Future[None] | None = None
+        if hook is None:
+            watcher = asyncio.ensure_future(wait_disconnect(receive))
+            watcher.add_done_callback(stop.on_watcher)
+        elif not hook.watch(stop.left):
+            stop.why = LEFT  # gone before the first byte
+        self._timer = loop.call_later(self.send_timeout / 4, self._check_stall, loop, stop)
         try:
-            await asyncio.wait((sender, watcher, stall), return_when=asyncio.FIRST_COMPLETED)
-            if not sender.done():
-                sender.cancel()
-                self.stream.record.client_left()
-                why = "stopped reading" if stall.done() else "left mid-stream"
-                log.info("client %s; upstream closed", why)
-            await asyncio.gather(sender, return_exceptions=True)
-            failure = None if sender.cancelled() else sender.exception()
-            if isinstance(failure, OSError):
-                self.stream.record.client_left()  # a write to a closed socket
-            elif failure is not None:
-                raise failure
+            if stop.why is None:
+                await self._send_all(send)
+            stop.done = True  # from here on, nothing may cancel this task
+        except asyncio.CancelledError:
+            stop.done = True
+            if stop.why is None:
+                raise  # cancelled from elsewhere (uvicorn's shutdown): not ours
+            task.uncancel()
+        except OSError:
+            stop.done = True
+            self.stream.record.client_left()  # a write to a closed socket
         finally:
-            watcher.cancel()
-            stall.cancel()
+            stop.done = True
+            if hook is not None:
+                hook.unwatch(stop.left)
+            if watcher is not None:
+                watcher.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            if stop.why is not None:
+                self.stream.record.client_left()
+                log.info("client %s; upstream closed", stop.why)
             await self.stream.aclose()
 
-    async def _stalled(self) -> None:
-        """Return once one frame has waited ``send_timeout`` seconds for the client to take it
-        (its socket buffers are full: it stopped reading). A watchdog rather than a timeout
-        around each send, which would cost a timer per frame."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.send_timeout / 4)
-            since = self._sending_since
-            if since is not None and loop.time() - since >= self.send_timeout:
-                return
+    def _check_stall(self, loop: asyncio.AbstractEventLoop, stop: _Stop) -> None:
+        """Stop the stream once one frame has waited ``send_timeout`` seconds for the client to
+        take it (its socket buffers are full: it stopped reading). A watchdog every quarter of
+        the timeout rather than a timeout around each send, which would cost a timer per
+        frame."""
+        since = self._sending_since
+        if since is not None and loop.time() - since >= self.send_timeout:
+            self._timer = None
+            stop.stop(STALLED)
+        elif not stop.done:
+            self._timer = loop.call_later(self.send_timeout / 4, self._check_stall, loop, stop)
 
     async def _send_all(self, send: Send) -> None:
         stream = self.stream
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                    *_encoded(self.extra_headers),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            *_encoded(self.extra_headers),
+        ]
+        if self.request_id is not None:
+            headers.append((b"x-request-id", self.request_id))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         ended = False
         try:
             clock = asyncio.get_running_loop().time

@@ -16,6 +16,16 @@ unauthenticated client could hold memory and sockets that way. This protocol add
 - uvicorn's own ``timeout_keep_alive`` (idle between requests) is set from the same settings by
   ``uvicorn_options``.
 
+Two things for speed, under ``puente serve`` only (another ASGI server gets the same answers the
+slower way):
+
+- a POST to a front door's path is handed straight to the app's ``doors``
+  (``server/api/fast_lane.py``), past uvicorn's proxy-headers middleware (Puente reads neither the
+  client's address nor the scheme) and the app's own dispatch;
+- ``scope["extensions"]["puente.disconnect"]`` lets a request be told when its client leaves
+  (``DisconnectHook``) by a callback from the protocol, where a task per request awaiting
+  ``receive()`` would do the same (``server/api/front_door.py``, ``until_disconnect``).
+
 Without httptools (h11), uvicorn's ``h11_max_incomplete_event_size`` bounds the header bytes and
 its ``limit_concurrency`` the connections (503 in plain text); the header count and timeout and
 the enveloped 503 are httptools-only.
@@ -25,9 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.config import HttpLimits
 from server.lifecycle.one_write import OneWriteTransport
@@ -35,12 +46,36 @@ from server.lifecycle.one_write import OneWriteTransport
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-def uvicorn_options(limits: HttpLimits, busy: ASGIApp) -> dict[str, Any]:
+DISCONNECT = "puente.disconnect"
+"""The key of the ``DisconnectHook`` in a request's ``scope["extensions"]``."""
+
+
+class DisconnectHook(Protocol):
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` once if the client leaves (until ``unwatch``); False, and no call,
+        when it has already left."""
+        ...
+
+    def unwatch(self, callback: Callable[[], None]) -> None: ...
+
+
+class Doors(Protocol):
+    """The app's fast path for the front doors' POSTs (``server.api.fast_lane.Doors``)."""
+
+    raw_paths: frozenset[bytes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+def uvicorn_options(
+    limits: HttpLimits, busy: ASGIApp, doors: Doors | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``uvicorn.Config`` that apply ``limits``; ``busy`` answers requests
-    past ``max_connections``."""
+    past ``max_connections``; ``doors`` takes the front doors' POSTs (see the module's
+    docstring)."""
     options: dict[str, Any] = {"timeout_keep_alive": limits.keep_alive_timeout}
     if importlib.util.find_spec("httptools") is not None:
-        options["http"] = guarded_httptools(limits, busy)
+        options["http"] = guarded_httptools(limits, busy, doors)
     else:
         options["http"] = "h11"
         options["h11_max_incomplete_event_size"] = limits.max_header_bytes
@@ -52,8 +87,11 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that broke a limit."""
 
 
-def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with ``limits`` enforced."""
+def guarded_httptools(
+    limits: HttpLimits, busy: ASGIApp, doors: Doors | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with ``limits`` enforced (and ``doors``, the module's
+    docstring)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -64,6 +102,8 @@ def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protoco
             self._header_count = 0
             self._refusal: tuple[int, str] | None = None
             self._header_timer: asyncio.TimerHandle | None = None
+            self._lost = False
+            self._watchers: list[Callable[[], None]] = []
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
@@ -74,6 +114,22 @@ def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protoco
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+            self._lost = True
+            watchers, self._watchers = self._watchers, []
+            for callback in watchers:
+                callback()
+
+        # -- DisconnectHook ---------------------------------------------------------------------
+
+        def watch(self, callback: Callable[[], None]) -> bool:
+            if self._lost:
+                return False
+            self._watchers.append(callback)
+            return True
+
+        def unwatch(self, callback: Callable[[], None]) -> None:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
 
         def data_received(self, data: bytes) -> None:
             if not self._headers_done:
@@ -89,6 +145,12 @@ def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protoco
 
         # -- parser callbacks -------------------------------------------------------------------
 
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            # Beside any extension uvicorn may announce. Its scope type allows only dicts there;
+            # ASGI allows any value.
+            self.scope.setdefault("extensions", {})[DISCONNECT] = self  # type: ignore[assignment]
+
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
             if self._header_count > limits.max_headers:
@@ -99,14 +161,23 @@ def guarded_httptools(limits: HttpLimits, busy: ASGIApp) -> type[asyncio.Protoco
         def on_headers_complete(self) -> None:
             self._headers_done = True
             self._disarm()
+            # The request cycle starts with ``self.app`` as it is during this call.
             cap = limits.max_connections
-            if cap is None or (len(self.connections) < cap and len(self.tasks) < cap):
+            if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+                # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``.
+                self.logger.warning("Exceeded the connection limit (server.http.max_connections).")
+                takes: ASGIApp = busy
+            elif (
+                doors is not None
+                and self.url in doors.raw_paths  # a query string or an escape: the usual way
+                and not self.root_path
+                and self.parser.get_method() == b"POST"
+            ):
+                takes = doors
+            else:
                 super().on_headers_complete()
                 return
-            # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``: the request
-            # cycle starts with ``self.app`` as it is during this call.
-            self.logger.warning("Exceeded the connection limit (server.http.max_connections).")
-            app, self.app = self.app, busy
+            app, self.app = self.app, takes
             try:
                 super().on_headers_complete()
             finally:

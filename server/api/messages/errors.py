@@ -25,6 +25,7 @@ import orjson
 from starlette.responses import Response
 
 from server.api.sse import event_frame
+from server.api.wire import json_bytes_response
 from server.errors import (
     PayloadTooLarge,
     PuenteError,
@@ -77,9 +78,7 @@ def error_body(error: PuenteError) -> bytes:
 def error_response(error: PuenteError) -> Response:
     status, _ = status_and_type(error)
     headers = {**error.headers, "request-id": request_id.get()}
-    return Response(
-        error_body(error), status_code=status, headers=headers, media_type="application/json"
-    )
+    return json_bytes_response(error_body(error), status, headers)
 
 
 def stream_error(error: PuenteError) -> bytes:
