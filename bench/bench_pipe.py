@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import statistics
 import sys
@@ -162,12 +163,27 @@ async def main(args: argparse.Namespace) -> None:
             profiler.disable()
             profiler.dump_stats(args.profile)
             return
+        if args.gc_threshold:
+            gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+        collections = [0, 0.0]
+
+        def count(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                collections[1] -= time.perf_counter()
+            else:
+                collections[0] += 1
+                collections[1] += time.perf_counter()
+
+        gc.callbacks.append(count)
         figures = []
         for _ in range(args.repeat):
             figures.append(await _run(app, args.requests, args.concurrency))
+        gc.callbacks.remove(count)
+        done = args.requests * args.repeat
         print(
             f"cpu us/request: median {statistics.median(figures):.1f}  "
             f"min {min(figures):.1f}  all {' '.join(f'{f:.1f}' for f in figures)}  "
+            f"gc {collections[0] / done:.3f}/request {collections[1] / done * 1e6:.1f} us/request  "
             f"load {os.getloadavg()[0]:.2f}"
         )
 
@@ -178,4 +194,5 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", default="")
+    parser.add_argument("--gc-threshold", type=int, default=0, help="gc's first threshold")
     asyncio.run(main(parser.parse_args()))

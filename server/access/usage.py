@@ -51,8 +51,11 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
+            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that lands
+            # just as the event is set, and the writer then outlived ``aclose`` (which waited).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
@@ -80,11 +83,13 @@ class UsageRecorder:
             log.error("usage: dropped the %d oldest unwritten rows", excess)
 
     async def aclose(self, attempts: int = 5) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Waits for the writer's end without taking the caller's own cancellation for it.
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.result()  # a bug in the writer surfaces here
         for attempt in range(attempts):
             if await self.flush():
                 return
