@@ -8,7 +8,9 @@ row), without the noise of the network and of a load generator sharing the core,
 ``server/pipeline`` or ``server/access`` shows up in a few seconds of one core.
 
     .venv/bin/python bench/bench_pipe.py [--requests 20000] [--concurrency 32] [--repeat 5]
+    .venv/bin/python bench/bench_pipe.py --ab /work/base3 '' --requests 3000 --repeat 20
     .venv/bin/python bench/bench_pipe.py --profile out.prof   # cProfile of one run
+    BENCH_TREE=/work/base3 .venv/bin/python bench/bench_pipe.py  # another checkout's server/
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import cProfile
 import gc
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +31,8 @@ from typing import Any
 import orjson
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# BENCH_TREE=/path/to/another/checkout measures that checkout's server/ with this script.
+sys.path.insert(0, os.environ.get("BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_auth import MODEL, SECRET, bench_key
@@ -43,11 +47,15 @@ BODY = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "h
 
 
 class InstantProvider:
-    """Answers every request at once with the completion bench/mock_upstream.py sends."""
+    """Answers every request at once (after one turn of the event loop) with the completion
+    bench/mock_upstream.py sends."""
 
     kind = "openai_compatible"
 
     async def complete(self, request: ChatRequest) -> JSON:
+        # One turn of the loop, as an upstream's answer takes: without it a client's requests
+        # would run back to back in one step and what each leaves to the loop would pile up.
+        await asyncio.sleep(0)
         return {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
@@ -163,6 +171,12 @@ async def main(args: argparse.Namespace) -> None:
             profiler.disable()
             profiler.dump_stats(args.profile)
             return
+        if args.burst:
+            # Driven by ``--ab``: one burst of ``args.burst`` requests per line read.
+            loop = asyncio.get_running_loop()
+            while await loop.run_in_executor(None, sys.stdin.readline):
+                print(f"{await _run(app, args.burst, args.concurrency):.2f}", flush=True)
+            return
         if args.gc_threshold:
             gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
         collections = [0, 0.0]
@@ -188,6 +202,45 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+def ab(args: argparse.Namespace) -> None:
+    """Checkouts side by side: one process each, bursts taken in turn (the first changing each
+    round), so that what else the machine does weighs on all of them alike."""
+    names = [tree or "this" for tree in args.ab]
+    procs = []
+    for tree in args.ab:
+        env = dict(os.environ, BENCH_TREE=tree) if tree else dict(os.environ)
+        argv = [sys.executable, __file__, "--burst", str(args.requests)]
+        argv += ["--concurrency", str(args.concurrency)]
+        procs.append(
+            subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            )
+        )
+    figures: list[list[float]] = [[] for _ in procs]
+    loads = [os.getloadavg()[0]]
+    try:
+        for round_ in range(args.repeat):
+            order = list(range(len(procs)))
+            order = order[round_ % len(order) :] + order[: round_ % len(order)]
+            for i in order:
+                stdin, stdout = procs[i].stdin, procs[i].stdout
+                assert stdin is not None
+                assert stdout is not None
+                stdin.write("go\n")
+                stdin.flush()
+                figures[i].append(float(stdout.readline()))
+            loads.append(os.getloadavg()[0])
+    finally:
+        for proc in procs:
+            proc.kill()
+    for name, values in zip(names, figures, strict=True):
+        print(
+            f"{name:<24} cpu us/request: median {statistics.median(values):6.1f}  "
+            f"min {min(values):6.1f}  ({len(values)} bursts of {args.requests})"
+        )
+    print(f"load average {min(loads):.2f}-{max(loads):.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20000)
@@ -195,4 +248,12 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", default="")
     parser.add_argument("--gc-threshold", type=int, default=0, help="gc's first threshold")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--burst", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ab", nargs="+", metavar="TREE", help="checkouts to compare ('' is this one)"
+    )
+    parsed = parser.parse_args()
+    if parsed.ab:
+        ab(parsed)
+    else:
+        asyncio.run(main(parsed))

@@ -43,6 +43,7 @@ PROVIDERS = {
     "picky": FakeProvider(fail=UpstreamStatusError(400, "bad temperature")),
     "limited": FakeProvider(fail=RateLimited("slow down", retry_after=2.5)),
     "capped": FakeProvider("corto"),
+    "overflowing": FakeProvider(fail=UpstreamStatusError(503, "overloaded")),
 }
 CONFIG: dict[str, Any] = {
     "auth": "none",
@@ -56,6 +57,7 @@ CONFIG: dict[str, Any] = {
         _entry("picky"),
         _entry("limited", retries=0),
         _entry("capped", max_output_tokens=256, max_n=2),
+        _entry("overflowing", retries=0, fallbacks=["capped"]),
     ],
 }
 
@@ -226,6 +228,22 @@ def test_a_models_caps_refuse_what_is_above_them(
     assert "capped" in caught.value.message
     assert len(PROVIDERS["capped"].received) == before  # type: ignore[attr-defined]
     within = client.chat.completions.create(model="capped", messages=MESSAGES, max_tokens=256, n=2)
+    assert within.choices[0].message.content == "corto"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallbacks_caps_hold_for_what_it_is_handed(client: openai.OpenAI, stream: bool) -> None:
+    """The requested model's caps are checked once, before its attempts; a fallback's are
+    checked on the request it is handed."""
+    before = len(PROVIDERS["capped"].received)  # type: ignore[attr-defined]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="overflowing", messages=MESSAGES, max_tokens=1000, stream=stream
+        )
+    assert caught.value.param == "max_tokens"
+    assert "'capped'" in caught.value.message
+    assert len(PROVIDERS["capped"].received) == before  # type: ignore[attr-defined]
+    within = client.chat.completions.create(model="overflowing", messages=MESSAGES, max_tokens=9)
     assert within.choices[0].message.content == "corto"
 
 

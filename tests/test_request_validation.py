@@ -9,13 +9,21 @@ generated from values each field may or may not take, with a fixed seed.
 from __future__ import annotations
 
 import random
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from server.errors import InvalidRequest
-from server.pipeline.request import ChatRequest, _ChatRequestSchema, first_error, plainly_valid
+from server.pipeline.pipeline import _prompt_estimate
+from server.pipeline.request import (
+    ChatRequest,
+    UpstreamRequest,
+    _ChatRequestSchema,
+    first_error,
+    plainly_valid,
+)
 
 ODD = [
     None,
@@ -203,3 +211,31 @@ def test_errors_are_the_schemas_own() -> None:
         )
         compared += 1
     assert compared > 100
+
+
+def test_an_attempts_copy_carries_every_field() -> None:
+    """``for_attempt`` builds the copy field by field: a field added to a request class must
+    be added there too."""
+    assert [f.name for f in fields(ChatRequest)] == [f.name for f in fields(UpstreamRequest)]
+    assert [f.name for f in fields(UpstreamRequest)] == [
+        "body",
+        "model",
+        "upstream_model",
+        "operation",
+        "stream",
+        "include_usage",
+    ]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    request = ChatRequest.from_body({**body, "stream_options": {"include_usage": True}})
+    copy = request.for_attempt("upstream-m")
+    assert type(copy) is ChatRequest
+    assert copy == replace(request, upstream_model="upstream-m")
+    assert copy.body is not request.body  # its own, to be shaped for its model
+
+
+@pytest.mark.parametrize("text", ["hola", "x" * 37, "¿Quién fundó Lima?", "日本語のテキスト", ""])
+def test_the_prompt_estimate_counts_utf8_bytes(text: str) -> None:
+    """Admission holds about four bytes a token against budgets, ASCII or not."""
+    expected = len(text.encode()) // 4 + 1
+    assert _prompt_estimate(text) == expected
+    assert _prompt_estimate([{"content": text}, [text, 7]]) == 2 * expected + 1
