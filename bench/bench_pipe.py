@@ -10,7 +10,6 @@ row), without the noise of the network and of a load generator sharing the core,
     .venv/bin/python bench/bench_pipe.py [--requests 20000] [--concurrency 32] [--repeat 5]
     .venv/bin/python bench/bench_pipe.py --ab /work/base3 '' --requests 3000 --repeat 20
     .venv/bin/python bench/bench_pipe.py --profile out.prof   # cProfile of one run
-    BENCH_TREE=/work/base3 .venv/bin/python bench/bench_pipe.py  # another checkout's server/
 """
 
 from __future__ import annotations
@@ -31,17 +30,33 @@ from typing import Any
 import orjson
 import yaml
 
-# BENCH_TREE=/path/to/another/checkout measures that checkout's server/ with this script.
+# ``--ab`` runs another checkout's server/ with this script: BENCH_TREE names it.
 sys.path.insert(0, os.environ.get("BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_auth import MODEL, SECRET, bench_key
-
+from server.access.keys import ApiKey, Limits, hash_secret
 from server.access.storage import SQLiteStore
 from server.app import create_app
 from server.config import Settings, load_config
 from server.pipeline.request import JSON, ChatRequest
 from server.providers.base import Health
+
+# As bench/bench_auth.py's (which puts this checkout's server/ first on sys.path, so it is not
+# imported here: ``--ab`` runs other checkouts with this script).
+MODEL = "bench-model"
+SECRET = "bench"
+HUGE = 10**12
+
+
+def bench_key() -> ApiKey:
+    return ApiKey(
+        id="key_bench",
+        name="bench",
+        key_hash=hash_secret(SECRET),
+        hint="bench",
+        limits=Limits(rpm=HUGE, tpm=HUGE, budget_day=HUGE, budget_month=HUGE),
+        created_at=time.time(),
+    )
+
 
 BODY = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
 
@@ -174,6 +189,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.burst:
             # Driven by ``--ab``: one burst of ``args.burst`` requests per line read.
             loop = asyncio.get_running_loop()
+            print(f"# {sys.modules['server'].__file__}", file=sys.stderr)
             while await loop.run_in_executor(None, sys.stdin.readline):
                 print(f"{await _run(app, args.burst, args.concurrency):.2f}", flush=True)
             return
@@ -208,8 +224,10 @@ def ab(args: argparse.Namespace) -> None:
     names = [tree or "this" for tree in args.ab]
     procs = []
     for tree in args.ab:
-        env = dict(os.environ, BENCH_TREE=tree) if tree else dict(os.environ)
-        argv = [sys.executable, __file__, "--burst", str(args.requests)]
+        # A checkout's own interpreter imports its own server/ (each venv installs its tree).
+        python = str(Path(tree) / ".venv" / "bin" / "python") if tree else sys.executable
+        env = dict(os.environ, BENCH_TREE=str(Path(tree).resolve())) if tree else None
+        argv = [python, __file__, "--burst", str(args.requests)]
         argv += ["--concurrency", str(args.concurrency)]
         procs.append(
             subprocess.Popen(
@@ -250,7 +268,10 @@ if __name__ == "__main__":
     parser.add_argument("--gc-threshold", type=int, default=0, help="gc's first threshold")
     parser.add_argument("--burst", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--ab", nargs="+", metavar="TREE", help="checkouts to compare ('' is this one)"
+        "--ab",
+        nargs="+",
+        metavar="TREE",
+        help="checkouts to compare, each with its .venv ('' is this one)",
     )
     parsed = parser.parse_args()
     if parsed.ab:

@@ -131,7 +131,7 @@ def _held(reservation: Reservation | None, period: str, current: str) -> int:
 
 
 class _KeyState:
-    __slots__ = ("day", "day_used", "month", "month_used", "requests", "tokens")
+    __slots__ = ("_rolled", "day", "day_used", "month", "month_used", "requests", "tokens")
 
     def __init__(self) -> None:
         self.requests = SlidingWindow()
@@ -140,8 +140,14 @@ class _KeyState:
         self.day_used = 0
         self.month = ""
         self.month_used = 0
+        self._rolled = -1
+        """The UTC day (days since the epoch) ``day`` and ``month`` were last rolled to."""
 
     def roll(self, now: float) -> None:
+        today = int(now // 86400)
+        if today == self._rolled:
+            return  # every request but the first of a day
+        self._rolled = today
         day, month = periods.day_of(now), periods.month_of(now)
         if day != self.day:
             self.day, self.day_used = day, 0

@@ -36,6 +36,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def add(self, row: UsageRow) -> None:
         self._rows.append(row)
@@ -50,9 +51,10 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._run(), name="puente-usage-writer")
 
     async def _run(self) -> None:
-        while True:
-            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that lands
-            # just as the event is set, and the writer then outlived ``aclose`` (which waited).
+        # Stopped by ``aclose`` with a flag, not a cancellation: a cancelled write loses the
+        # rows it took (or leaves them to land after shutdown), and ``asyncio.wait_for`` (3.11)
+        # swallowed a cancellation that came just as rows woke it, so the writer never ended.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
@@ -85,8 +87,10 @@ class UsageRecorder:
     async def aclose(self, attempts: int = 5) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # Waits for the writer's end without taking the caller's own cancellation for it.
+            self._stopping = True
+            self._wake.set()
+            # The writer ends after the write it may be doing; the caller's own cancellation
+            # still cancels this wait (``asyncio.wait`` does not take it for the writer's).
             await asyncio.wait({task})
             if not task.cancelled():
                 task.result()  # a bug in the writer surfaces here

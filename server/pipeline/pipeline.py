@@ -83,7 +83,7 @@ class Admission(Protocol):
     @property
     def name(self) -> str | None: ...
 
-    async def admit(self, model: str, reserve: int) -> Admitted:
+    def admit(self, model: str, reserve: int) -> Awaitable[Admitted]:
         """Raise 404 / 429, or take the request, holding ``reserve`` tokens against budgets."""
         ...
 
