@@ -252,19 +252,19 @@ class Access:
             await self.limiter.settle(key, tokens, reservation)
         now = time.time()
         self.recorder.add(
-            UsageRow(
-                ts=now,
-                day=day_of(now),
-                request_id=record.request_id,
-                key_name=name,
-                model=record.model,
-                persona=record.persona,
-                provider=record.provider,
-                stream=record.stream,
-                status=record.status,
-                prompt_tokens=record.prompt_tokens,
-                completion_tokens=record.completion_tokens,
-                latency_ms=round(record.duration * 1000, 3),
+            UsageRow(  # by position: the fields in their order, without matching keywords
+                now,
+                day_of(now),
+                record.request_id,
+                name,
+                record.model,
+                record.persona,
+                record.provider,
+                record.stream,
+                record.status,
+                record.prompt_tokens,
+                record.completion_tokens,
+                round(record.duration * 1000, 3),
             )
         )
 

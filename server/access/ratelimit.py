@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
 
 from server.access import periods
 from server.access.keys import ApiKey
@@ -31,9 +31,9 @@ WINDOW = 60
 LimitName = Literal["requests", "tokens", "budget_day", "budget_month"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the limiter said about one request, with what the ``x-ratelimit-*`` headers show."""
+class Decision(NamedTuple):
+    """What the limiter said about one request, with what the ``x-ratelimit-*`` headers show.
+    A named tuple: one is made on every request, cheaper than a frozen dataclass."""
 
     refused: LimitName | None = None
     retry_after: float = 0.0
@@ -181,8 +181,7 @@ class MemoryLimiter:
             state.roll(now)
             refusal = budget_refusal(key, state.day_used, state.month_used, now)
             if refusal is not None:
-                return replace(
-                    refusal,
+                return refusal._replace(
                     requests_used=requests_used,
                     requests_reset=requests.reset(now),
                     tokens_used=tokens_used,
