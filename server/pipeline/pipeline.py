@@ -130,6 +130,18 @@ class _Series:
         return child
 
 
+class InFlight:
+    """One model's requests in flight (``puente_requests_in_flight``): a plain count that its
+    gauge reads when Prometheus scrapes, instead of the gauge's locked ``inc`` and ``dec`` on
+    every request."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.count = 0
+        gauge.set_function(lambda: self.count)
+
+
 class Pipeline:
     def __init__(self, metrics: Metrics, config: Config, catalog: Catalog) -> None:
         self.metrics = metrics
@@ -138,7 +150,7 @@ class Pipeline:
         self.generations = Generations()
         self.listeners: list[Listener] = []
         self._series: dict[tuple[str, str], _Series] = {}
-        self._in_flight: dict[str, Gauge] = {}
+        self._in_flight: dict[str, InFlight] = {}
         self.snapshot = Snapshot(config, catalog, Personas(config.personas))
         self.resilience.catalog = catalog
 
@@ -168,11 +180,11 @@ class Pipeline:
                 log.info("exact count failed, estimated instead: %s", error.message)
         return estimate(request.body), False
 
-    def in_flight(self, model: str) -> Gauge:
-        gauge = self._in_flight.get(model)
-        if gauge is None:
-            gauge = self._in_flight[model] = self.metrics.in_flight.labels(model)
-        return gauge
+    def in_flight(self, model: str) -> InFlight:
+        count = self._in_flight.get(model)
+        if count is None:
+            count = self._in_flight[model] = InFlight(self.metrics.in_flight.labels(model))
+        return count
 
     def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
@@ -230,7 +242,7 @@ class Exchange:
         # The configuration this request is served by, start to end (fallbacks included).
         self._snapshot = pipeline.snapshot
         self._generation = pipeline.generations.enter()
-        self._in_flight: Gauge | None = None
+        self._in_flight: InFlight | None = None
         self._handed_over = False
         self._stream: AnswerStream | None = None
         self._finished = False
@@ -267,7 +279,7 @@ class Exchange:
             return
         self._finished = True
         if self._in_flight is not None:
-            self._in_flight.dec()
+            self._in_flight.count -= 1
         self._pipeline.generations.leave(self._generation)
         await self._pipeline.finish(self.record)
 
@@ -369,7 +381,7 @@ class Exchange:
             record.model = route.config.name
         record.provider = route.kind
         self._in_flight = self._pipeline.in_flight(record.model)
-        self._in_flight.inc()
+        self._in_flight.count += 1
         return request, persona, route
 
     async def _check_scope(
