@@ -24,6 +24,7 @@ from server.pipeline.request import (
     first_error,
     plainly_valid,
 )
+from server.providers.anthropic_native import NativeMessages
 
 ODD = [
     None,
@@ -214,8 +215,8 @@ def test_errors_are_the_schemas_own() -> None:
 
 
 def test_an_attempts_copy_carries_every_field() -> None:
-    """``for_attempt`` builds the copy field by field: a field added to a request class must
-    be added there too."""
+    """``for_attempt`` builds a plain request's copy field by field, and a subclass's (which
+    may carry more) with ``dataclasses.replace``."""
     assert [f.name for f in fields(ChatRequest)] == [f.name for f in fields(UpstreamRequest)]
     assert [f.name for f in fields(UpstreamRequest)] == [
         "body",
@@ -231,6 +232,14 @@ def test_an_attempts_copy_carries_every_field() -> None:
     assert type(copy) is ChatRequest
     assert copy == replace(request, upstream_model="upstream-m")
     assert copy.body is not request.body  # its own, to be shaped for its model
+
+    messages_body = {"model": "claude", "max_tokens": 9, "messages": body["messages"]}
+    native = NativeMessages.wrap(request, messages_body, {"anthropic-version": "2023-06-01"})
+    native_copy = native.for_attempt("claude-upstream")
+    assert type(native_copy) is NativeMessages
+    assert native_copy == replace(native, upstream_model="claude-upstream")
+    assert native_copy.messages_body == messages_body
+    assert native_copy.body is not native.body
 
 
 @pytest.mark.parametrize("text", ["hola", "x" * 37, "¿Quién fundó Lima?", "日本語のテキスト", ""])
