@@ -16,6 +16,7 @@ import openai
 import pytest
 import yaml
 
+from server.access.auth import _reset
 from server.access.keys import KeySpec, Limits, mint
 from server.access.periods import until_next_day
 from server.access.ratelimit import MemoryLimiter
@@ -337,3 +338,20 @@ def test_puente_does_not_start_when_redis_is_unreachable(
     )
     assert done.returncode == 2
     assert "cannot reach Redis" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (-3.0, "0s"),
+        (0.0, "0s"),
+        (0.2, "1s"),
+        (30, "30s"),
+        (59.75, "1m0s"),
+        (60.0, "1m0s"),
+        (60.5, "1m1s"),
+        (3600.5, "1h0m1s"),
+    ],
+)
+def test_reset_headers_are_written_as_openai_writes_them(seconds: float, shown: str) -> None:
+    assert _reset(seconds) == shown

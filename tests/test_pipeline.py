@@ -6,6 +6,7 @@ clients are the real openai SDK and httpx over a real socket.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.errors import RateLimited, UpstreamStatusError
@@ -43,6 +45,7 @@ PROVIDERS = {
     "picky": FakeProvider(fail=UpstreamStatusError(400, "bad temperature")),
     "limited": FakeProvider(fail=RateLimited("slow down", retry_after=2.5)),
     "capped": FakeProvider("corto"),
+    "overflowing": FakeProvider(fail=UpstreamStatusError(503, "overloaded")),
 }
 CONFIG: dict[str, Any] = {
     "auth": "none",
@@ -56,6 +59,7 @@ CONFIG: dict[str, Any] = {
         _entry("picky"),
         _entry("limited", retries=0),
         _entry("capped", max_output_tokens=256, max_n=2),
+        _entry("overflowing", retries=0, fallbacks=["capped"]),
     ],
 }
 
@@ -229,6 +233,22 @@ def test_a_models_caps_refuse_what_is_above_them(
     assert within.choices[0].message.content == "corto"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallbacks_caps_hold_for_what_it_is_handed(client: openai.OpenAI, stream: bool) -> None:
+    """The requested model's caps are checked once, before its attempts; a fallback's are
+    checked on the request it is handed."""
+    before = len(PROVIDERS["capped"].received)  # type: ignore[attr-defined]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="overflowing", messages=MESSAGES, max_tokens=1000, stream=stream
+        )
+    assert caught.value.param == "max_tokens"
+    assert "'capped'" in caught.value.message
+    assert len(PROVIDERS["capped"].received) == before  # type: ignore[attr-defined]
+    within = client.chat.completions.create(model="overflowing", messages=MESSAGES, max_tokens=9)
+    assert within.choices[0].message.content == "corto"
+
+
 class _Anyone:
     name = None
 
@@ -266,3 +286,51 @@ async def test_a_stream_its_front_door_never_started_is_closed_and_finished() ->
     assert provider.closed_streams == 1
     assert finished == [500]
     assert pipeline.generations.in_flight_before(10**9) == 0
+
+
+class _Held(FakeProvider):
+    """Answers once released, so that requests stay in flight meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__("listo")
+        self.waiting = 0
+        self.two_waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def complete(self, request: Any) -> Any:
+        self.waiting += 1
+        if self.waiting == 2:
+            self.two_waiting.set()
+        await self.release.wait()
+        return await super().complete(request)
+
+
+async def test_requests_in_flight_are_what_a_scrape_shows() -> None:
+    from server.config import parse_config
+    from server.observability.metrics import Metrics
+    from server.pipeline.catalog import Catalog
+    from server.pipeline.pipeline import Pipeline
+    from server.pipeline.request import ChatRequest
+
+    config = parse_config(
+        "models:\n  - {name: m, provider: openai_compatible, base_url: http://h/v1}\n", "t", {}
+    )
+    provider = _Held()
+    pipeline = Pipeline(Metrics(), config, Catalog(config.models, {"m": provider}))
+    request = ChatRequest.from_body({"model": "m", "messages": MESSAGES})
+
+    async def ask() -> Any:
+        async with pipeline.exchange(api="chat", request_id="r", principal=_Anyone()) as ex:
+            return await ex.complete(request)
+
+    def shown() -> str:
+        text = generate_latest(pipeline.metrics.registry).decode()
+        return next(line for line in text.splitlines() if line.startswith("puente_requests_in_f"))
+
+    asking = [asyncio.ensure_future(ask()) for _ in range(2)]
+    await provider.two_waiting.wait()
+    assert shown() == 'puente_requests_in_flight{model="m"} 2.0'
+    provider.release.set()
+    answers = await asyncio.gather(*asking)
+    assert [a.data["choices"][0]["message"]["content"] for a in answers] == ["listo", "listo"]
+    assert shown() == 'puente_requests_in_flight{model="m"} 0.0'

@@ -14,7 +14,11 @@ import httpx
 import openai
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from server.access.metrics import AccessMetrics
+from server.access.storage import SQLiteStore, UsageRow
+from server.access.usage import UsageRecorder
 from tests.access_support import (
     ADMIN,
     TOKENS_PER_REQUEST,
@@ -220,3 +224,29 @@ def test_stopping_puente_loses_no_usage_rows(fake_upstream: FakeOpenAI, tmp_path
 
         proc.start()
         assert usage(proc, key="busy")[0]["requests"] == 41
+
+
+async def test_the_usage_writer_stops_when_a_row_wakes_it_as_it_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """A stop that lands just as new rows woke the writer still ends it (asyncio.wait_for
+    swallowed that cancellation, and shutdown then waited for the writer forever)."""
+    store = SQLiteStore(tmp_path / "usage.db")
+    await store.migrate()
+    recorder = UsageRecorder(store, AccessMetrics(CollectorRegistry()), batch_size=1, interval=60)
+    recorder.start()
+    await asyncio.sleep(0)  # the writer waits to be woken
+    row = UsageRow(1.0, "1970-01-01", "r1", "k", "m", None, "fake", False, 200, 1, 1, 1.0)
+    recorder.add(row)  # a full batch: it wakes the writer...
+    await asyncio.sleep(0)  # ...which is about to resume
+    closing = asyncio.ensure_future(recorder.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=30)
+    if not done:
+        closing.cancel()
+        await store.aclose()
+        pytest.fail("the usage writer did not stop")
+    assert closing.result() is None
+    assert recorder.pending == 0
+    with sqlite3.connect(tmp_path / "usage.db") as conn:
+        assert conn.execute("SELECT request_id FROM usage").fetchall() == [("r1",)]
+    await store.aclose()

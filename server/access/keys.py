@@ -61,6 +61,9 @@ def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
 
 
+_EVERY_MODEL = ("*",)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A key as stored: everything but the secret."""
@@ -84,6 +87,8 @@ class ApiKey:
         return "active"
 
     def allows(self, model: str) -> bool:
+        if self.models == _EVERY_MODEL:
+            return True  # most keys: no pattern to match
         return _matcher(self.models).fullmatch(model) is not None
 
     def public(self) -> dict[str, object]:

@@ -43,17 +43,3 @@ class AccessMetrics:
             "Usage rows dropped because the database failed for too long.",
             registry=r,
         )
-
-
-class Children:
-    """``counter.labels(...)`` remembered: the labels call costs more than the increment."""
-
-    def __init__(self, metric: Counter) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Counter] = {}
-
-    def __call__(self, *labels: str) -> Counter:
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
-        return child

@@ -36,6 +36,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def add(self, row: UsageRow) -> None:
         self._rows.append(row)
@@ -50,9 +51,13 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._run(), name="puente-usage-writer")
 
     async def _run(self) -> None:
-        while True:
+        # Stopped by ``aclose`` with a flag, not a cancellation: a cancelled write loses the
+        # rows it took (or leaves them to land after shutdown), and ``asyncio.wait_for`` (3.11)
+        # swallowed a cancellation that came just as rows woke it, so the writer never ended.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
@@ -80,11 +85,15 @@ class UsageRecorder:
             log.error("usage: dropped the %d oldest unwritten rows", excess)
 
     async def aclose(self, attempts: int = 5) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            # The writer ends after the write it may be doing; the caller's own cancellation
+            # still cancels this wait (``asyncio.wait`` does not take it for the writer's).
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.result()  # a bug in the writer surfaces here
         for attempt in range(attempts):
             if await self.flush():
                 return

@@ -32,6 +32,12 @@ class Catalog:
             else:
                 self._exact[model.name] = model
         self._wildcards.sort(key=lambda m: len(m.name), reverse=True)
+        # An exact name's route is the same on every request: made once per configuration.
+        self._routes = {
+            name: Route(config, providers[name], config.upstream_name(name))
+            for name, config in self._exact.items()
+            if not config.missing_env and name in providers
+        }
 
     def _config(self, name: str) -> ModelConfig | None:
         config = self._exact.get(name)
@@ -40,6 +46,9 @@ class Catalog:
         return next((w for w in self._wildcards if w.serves(name)), None)
 
     def resolve(self, name: str) -> Route:
+        route = self._routes.get(name)
+        if route is not None:
+            return route
         config = self._config(name)
         if config is None:
             raise ModelNotFound.named(name)

@@ -83,7 +83,7 @@ class Admission(Protocol):
     @property
     def name(self) -> str | None: ...
 
-    async def admit(self, model: str, reserve: int) -> Admitted:
+    def admit(self, model: str, reserve: int) -> Awaitable[Admitted]:
         """Raise 404 / 429, or take the request, holding ``reserve`` tokens against budgets."""
         ...
 
@@ -130,6 +130,18 @@ class _Series:
         return child
 
 
+class InFlight:
+    """One model's requests in flight (``puente_requests_in_flight``): a plain count that its
+    gauge reads when Prometheus scrapes, instead of the gauge's locked ``inc`` and ``dec`` on
+    every request."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.count = 0
+        gauge.set_function(lambda: self.count)
+
+
 class Pipeline:
     def __init__(self, metrics: Metrics, config: Config, catalog: Catalog) -> None:
         self.metrics = metrics
@@ -138,7 +150,7 @@ class Pipeline:
         self.generations = Generations()
         self.listeners: list[Listener] = []
         self._series: dict[tuple[str, str], _Series] = {}
-        self._in_flight: dict[str, Gauge] = {}
+        self._in_flight: dict[str, InFlight] = {}
         self.snapshot = Snapshot(config, catalog, Personas(config.personas))
         self.resilience.catalog = catalog
 
@@ -168,11 +180,11 @@ class Pipeline:
                 log.info("exact count failed, estimated instead: %s", error.message)
         return estimate(request.body), False
 
-    def in_flight(self, model: str) -> Gauge:
-        gauge = self._in_flight.get(model)
-        if gauge is None:
-            gauge = self._in_flight[model] = self.metrics.in_flight.labels(model)
-        return gauge
+    def in_flight(self, model: str) -> InFlight:
+        count = self._in_flight.get(model)
+        if count is None:
+            count = self._in_flight[model] = InFlight(self.metrics.in_flight.labels(model))
+        return count
 
     def exchange(self, *, api: str, request_id: str, principal: Admission) -> Exchange:
         record = RequestRecord(request_id=request_id, api=api, principal=principal.name)
@@ -230,7 +242,7 @@ class Exchange:
         # The configuration this request is served by, start to end (fallbacks included).
         self._snapshot = pipeline.snapshot
         self._generation = pipeline.generations.enter()
-        self._in_flight: Gauge | None = None
+        self._in_flight: InFlight | None = None
         self._handed_over = False
         self._stream: AnswerStream | None = None
         self._finished = False
@@ -267,7 +279,7 @@ class Exchange:
             return
         self._finished = True
         if self._in_flight is not None:
-            self._in_flight.dec()
+            self._in_flight.count -= 1
         self._pipeline.generations.leave(self._generation)
         await self._pipeline.finish(self.record)
 
@@ -275,7 +287,9 @@ class Exchange:
 
     async def complete(self, request: UpstreamRequest) -> Answer:
         prepared, persona, route = await self._prepare(request)
-        verdict = await self._check_scope(prepared, persona, route)
+        verdict = NOT_CHECKED
+        if persona is not None and persona.config.checks_scope:
+            verdict = await self._check_scope(prepared, persona, route)
         if persona is not None and verdict.out_of_scope:
             assert isinstance(prepared, ChatRequest)
             assert persona.config.farewell  # a checked scope requires one
@@ -284,7 +298,7 @@ class Exchange:
             )
             self.record.take_usage(data["usage"])
             return Answer(data, prepared.model, self.record.answered_by)
-        attempt = partial(_whole, prepared, self.record)
+        attempt = partial(_whole, prepared, self.record, checked=route)
         with self._pipeline.drain.track():
             served = await self._serve(prepared, persona, route, attempt)
         served.lease.release()
@@ -302,7 +316,9 @@ class Exchange:
         """Open the upstream stream; errors here still become a plain HTTP error response. The
         returned stream owns the rest of the request: close it (``aclose``) when done."""
         prepared, persona, route = await self._prepare(request)
-        verdict = await self._check_scope(prepared, persona, route)
+        verdict = NOT_CHECKED
+        if persona is not None and persona.config.checks_scope:
+            verdict = await self._check_scope(prepared, persona, route)
         if persona is not None and verdict.out_of_scope:
             assert isinstance(prepared, ChatRequest)
             assert persona.config.farewell  # a checked scope requires one
@@ -317,7 +333,7 @@ class Exchange:
                 rename=False,
                 lease=FREE,
             )
-        attempt = partial(_opened, prepared, self.record)
+        attempt = partial(_opened, prepared, self.record, checked=route)
         with self._pipeline.drain.track():
             served = await self._serve(prepared, persona, route, attempt)
         (stack, chunks), shown = served.value, self._answered(prepared, served, persona)
@@ -365,17 +381,15 @@ class Exchange:
             record.model = route.config.name
         record.provider = route.kind
         self._in_flight = self._pipeline.in_flight(record.model)
-        self._in_flight.inc()
+        self._in_flight.count += 1
         return request, persona, route
 
     async def _check_scope(
-        self, request: UpstreamRequest, persona: Persona | None, route: Route
+        self, request: UpstreamRequest, persona: Persona, route: Route
     ) -> Verdict:
         """A persona with a checked scope: is the question in it? One short classification on
         the persona's model, through the same resilience path but without fallbacks; its
         failure lets the model answer (``server/personas/scope.py``)."""
-        if persona is None or not persona.config.checks_scope:
-            return NOT_CHECKED
         assert isinstance(request, ChatRequest)  # _prepare refuses a persona anything else
         model = persona.model
 
@@ -396,15 +410,15 @@ class Exchange:
 
         return await check_scope(persona.config, request, ask, self._pipeline.metrics)
 
-    async def _serve(
+    def _serve(
         self,
         request: UpstreamRequest,
         persona: Persona | None,
         route: Route,
         attempt: Attempt[T],
-    ) -> Served[T]:
+    ) -> Awaitable[Served[T]]:
         name = persona.model if persona else request.model
-        return await self._pipeline.resilience.run(
+        return self._pipeline.resilience.run(
             self._snapshot.catalog,
             self.record,
             name,
@@ -531,7 +545,8 @@ def _prompt_estimate(value: object) -> int:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            total += len(item.encode()) // 4 + 1
+            # ASCII text is as long in UTF-8 as in characters: no copy to count it.
+            total += (len(item) if item.isascii() else len(item.encode())) // 4 + 1
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, dict):
@@ -574,14 +589,30 @@ def _check_ability(route: Route, operation: Operation) -> None:
     )
 
 
-def _for(request: UpstreamRequest, route: Route) -> UpstreamRequest:
-    """``request`` as this model gets it: its own copy, with its upstream name and shape."""
-    _check_ability(route, request.operation)
-    _check_caps(route, request.body)
+def _for(request: UpstreamRequest, route: Route, checked: Route | None) -> UpstreamRequest:
+    """``request`` as this model gets it: its own copy, with its upstream name and shape. The
+    model's abilities and caps are checked unless they were on this very route (``checked``:
+    the requested model, which ``Exchange._prepare`` checked on the same request)."""
+    if route is not checked:
+        _check_ability(route, request.operation)
+        _check_caps(route, request.body)
     return shape_for_model(request.for_attempt(route.upstream_model), route.config.system_role)
 
 
-async def _timed(record: RequestRecord, work: Awaitable[T]) -> T:
+async def _whole(
+    request: UpstreamRequest, record: RequestRecord, route: Route, checked: Route | None = None
+) -> JSON:
+    prepared, provider = _for(request, route, checked), route.provider
+    work: Awaitable[JSON]
+    if prepared.operation == "embeddings":
+        assert isinstance(provider, Embedder)
+        work = provider.embed(prepared)
+    elif prepared.operation == "completions":
+        assert isinstance(provider, TextCompleter)
+        work = provider.complete_text(prepared)
+    else:
+        assert isinstance(prepared, ChatRequest)
+        work = provider.complete(prepared)
     started = time.perf_counter()
     try:
         return await work
@@ -589,24 +620,14 @@ async def _timed(record: RequestRecord, work: Awaitable[T]) -> T:
         record.upstream_time += time.perf_counter() - started
 
 
-async def _whole(request: UpstreamRequest, record: RequestRecord, route: Route) -> JSON:
-    prepared, provider = _for(request, route), route.provider
-    if prepared.operation == "embeddings":
-        assert isinstance(provider, Embedder)
-        return await _timed(record, provider.embed(prepared))
-    if prepared.operation == "completions":
-        assert isinstance(provider, TextCompleter)
-        return await _timed(record, provider.complete_text(prepared))
-    assert isinstance(prepared, ChatRequest)
-    return await _timed(record, provider.complete(prepared))
-
-
 Opened = tuple[AsyncExitStack, AsyncIterator[StreamChunk]]
 
 
-async def _opened(request: UpstreamRequest, record: RequestRecord, route: Route) -> Opened:
+async def _opened(
+    request: UpstreamRequest, record: RequestRecord, route: Route, checked: Route | None = None
+) -> Opened:
     # The only place a stream is retried: nothing has reached the client yet.
-    prepared, provider = _for(request, route), route.provider
+    prepared, provider = _for(request, route, checked), route.provider
     context: ChunkStream
     if prepared.operation == "completions":
         assert isinstance(provider, TextCompleter)
@@ -615,5 +636,9 @@ async def _opened(request: UpstreamRequest, record: RequestRecord, route: Route)
         assert isinstance(prepared, ChatRequest)
         context = provider.stream(prepared)
     stack = AsyncExitStack()
-    chunks = await _timed(record, stack.enter_async_context(context))
+    started = time.perf_counter()
+    try:
+        chunks = await stack.enter_async_context(context)
+    finally:
+        record.upstream_time += time.perf_counter() - started
     return stack, chunks

@@ -44,7 +44,7 @@ from server.observability.metrics import Metrics
 from server.pipeline.catalog import Catalog, Route
 from server.pipeline.record import RequestRecord
 from server.resilience.breaker import CircuitBreaker
-from server.resilience.concurrency import ConcurrencyLimiter, Lease
+from server.resilience.concurrency import FREE, ConcurrencyLimiter, Lease
 
 log = logging.getLogger("puente.resilience")
 
@@ -167,7 +167,8 @@ class Resilience:
                 log.info("model %s is cooling down; trying %s", name, chain[index + 1])
                 continue
             try:
-                lease = await self._acquire(guard, record)
+                # A model without a cap has nothing to wait for: no coroutine to make.
+                lease = FREE if guard.limiter.limit is None else await self._acquire(guard, record)
             except RateLimited as error:
                 if not index:
                     raise  # the requested model's own cap: 429 at once
@@ -210,8 +211,6 @@ class Resilience:
 
     async def _acquire(self, guard: Guard, record: RequestRecord) -> Lease:
         limiter = guard.limiter
-        if limiter.limit is None:
-            return await limiter.acquire()
         waited = time.perf_counter()
         try:
             return await limiter.acquire()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from server.access.keys import ApiKey
 
@@ -23,9 +23,9 @@ class KeyNameTaken(StorageError):
         self.name = name
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One finished request."""
+class UsageRow(NamedTuple):
+    """One finished request. A named tuple: one is made on every request, at a fifth of what a
+    frozen dataclass's ``__init__`` costs."""
 
     ts: float
     day: str
