@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -169,3 +170,20 @@ def test_where_the_sqlite_file_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert url(f"database_url: {pg}\n") == pg
     with pytest.raises(ConfigError, match="'mysql' is not supported"):
         open_store("mysql://db/puente")
+
+
+async def test_opening_waits_for_another_connections_lock_to_switch_to_wal(tmp_path: Path) -> None:
+    # Switching to WAL answers "database is locked" at once instead of waiting like a write:
+    # replicas creating the file together failed to start now and then.
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # what a replica creating the file holds for a moment
+    threading.Timer(0.2, other.execute, args=("COMMIT",)).start()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert await store.migrate() == LATEST
+    finally:
+        await store.aclose()
+        other.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -44,6 +44,8 @@ from server.access.storage.codec import (
 
 T = TypeVar("T")
 
+_BUSY_TIMEOUT = 10.0  # seconds a connection waits for another's write lock
+
 _INSERT_USAGE = (  # constant columns, like every query built here
     f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
@@ -59,9 +61,9 @@ class _Thread:
         self._conn: sqlite3.Connection | None = None
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10.0)
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=_BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
@@ -86,6 +88,22 @@ class _Thread:
             await self.run(close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. While another connection holds the write lock of a file not yet in WAL,
+    the switch answers "database is locked" at once instead of waiting out the busy timeout:
+    replicas (or a CLI) opening a new file together failed to start now and then (4 of 150
+    tries with four at once). So it waits here, as long as a write would."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
