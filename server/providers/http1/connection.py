@@ -11,7 +11,7 @@ import httptools
 
 from server.providers.http1.errors import Disconnected, HTTPError, ProtocolError
 from server.providers.http1.origin import Origin
-from server.providers.http1.response import READ_TIMEOUT, TOTAL_TIMEOUT, Headers, Response, expire
+from server.providers.http1.response import Headers, Response, expire, next_wait
 
 _DECODED = ("gzip", "x-gzip", "deflate")
 
@@ -203,10 +203,8 @@ class Connection(asyncio.Protocol):
         self._until_close = False
         waiter = self._head_waiter = loop.create_future()
         self._transport.write(request)
-        wait, error = read_timeout, READ_TIMEOUT
-        if deadline is not None and deadline - loop.time() < wait:
-            wait, error = max(0.0, deadline - loop.time()), TOTAL_TIMEOUT
-        timer = loop.call_later(wait, expire, waiter, error)
+        wait, error = next_wait(loop, read_timeout, deadline)
+        timer = loop.call_later(max(0.0, wait), expire, waiter, error)
         try:
             await waiter
         except BaseException:

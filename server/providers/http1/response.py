@@ -150,13 +150,9 @@ class Response:
     async def _wait(self) -> None:
         """Until the connection feeds something, within the read timeout and the deadline."""
         loop = self._loop
-        wait, error = self._read_timeout, READ_TIMEOUT
-        if self._deadline is not None:
-            left = self._deadline - loop.time()
-            if left <= 0:
-                raise Timeout(TOTAL_TIMEOUT)
-            if left < wait:
-                wait, error = left, TOTAL_TIMEOUT
+        wait, error = next_wait(loop, self._read_timeout, self._deadline)
+        if wait <= 0:
+            raise Timeout(error)
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(wait, expire, waiter, error)
         try:
@@ -242,6 +238,18 @@ class Response:
 
 READ_TIMEOUT = "the upstream sent nothing within the read timeout"
 TOTAL_TIMEOUT = "the answer did not finish within the total timeout"
+
+
+def next_wait(
+    loop: asyncio.AbstractEventLoop, read_timeout: float, deadline: float | None
+) -> tuple[float, str]:
+    """How long the next wait for bytes may last, and what its timeout says: the read timeout,
+    or what is left before the total ``deadline`` when that is shorter."""
+    if deadline is not None:
+        left = deadline - loop.time()
+        if left < read_timeout:
+            return left, TOTAL_TIMEOUT
+    return read_timeout, READ_TIMEOUT
 
 
 def expire(waiter: asyncio.Future[None], message: str) -> None:
