@@ -31,13 +31,19 @@ class JSONResponse(Response):
         headers: Mapping[str, str] | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
+        self._fill(orjson.dumps(content), status_code, headers, background)
+
+    def _fill(
+        self,
+        body: bytes,
+        status_code: int,
+        headers: Mapping[str, str] | None,
+        background: BackgroundTask | None,
+    ) -> None:
         self.status_code = status_code
         self.background = background
-        self.body = body = orjson.dumps(content)
+        self.body = body
         self.raw_headers = json_headers(body, headers)
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def json_headers(body: bytes, headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
@@ -60,11 +66,8 @@ def json_bytes_response(
     body: bytes, status_code: int, headers: Mapping[str, str] | None = None
 ) -> Response:
     """A response whose JSON ``body`` is already encoded."""
-    response = Response.__new__(Response)
-    response.status_code = status_code
-    response.background = None
-    response.body = body
-    response.raw_headers = json_headers(body, headers)
+    response = JSONResponse.__new__(JSONResponse)
+    response._fill(body, status_code, headers, None)
     return response
 
 
