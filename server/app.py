@@ -38,7 +38,6 @@ from server.pipeline.catalog import Catalog
 from server.pipeline.pipeline import Pipeline
 from server.providers import Clients, Provider, build_provider, close_providers
 from server.providers.cloud import CloudClients
-from server.providers.openai_compatible import upstream_pool
 
 log = logging.getLogger("puente")
 
@@ -51,11 +50,8 @@ async def _build_clients(settings: Settings) -> Clients:
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None)
     )
-    return Clients(
-        aiohttp=session,
-        cloud=CloudClients(settings.config.server.images),
-        upstream=upstream_pool(),  # the same 4 s idle timeout, for the same reason
-    )
+    # ``upstream`` (the requests' own pool) is ``Clients``' default: the same 4 s idle timeout.
+    return Clients(aiohttp=session, cloud=CloudClients(settings.config.server.images))
 
 
 async def _close_clients(clients: Clients) -> None:
