@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from server.resilience.breaker import BreakerState, CircuitBreaker
@@ -75,14 +74,10 @@ class Balancer:
             chosen.breaker.allow()  # claims the probe when its breaker is half-open
         return chosen
 
-    @contextmanager
-    def track(self, endpoint: Endpoint) -> Iterator[Endpoint]:
-        endpoint.in_flight += 1
-        try:
-            yield endpoint
-        finally:
-            endpoint.in_flight -= 1
-            endpoint.served += 1
+    def done(self, endpoint: Endpoint) -> None:
+        """A request its caller counted in ``endpoint.in_flight`` is over."""
+        endpoint.in_flight -= 1
+        endpoint.served += 1
 
     @property
     def any_healthy(self) -> bool:

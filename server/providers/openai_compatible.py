@@ -181,16 +181,14 @@ class OpenAICompatibleProvider:
         rid = request_id.get()
         return {**self._headers, "X-Request-Id": rid} if rid else self._headers
 
-    @asynccontextmanager
-    async def _post(
-        self, body: JSON, path: str = "/chat/completions"
-    ) -> AsyncIterator[http1.Response]:
-        """POST to ``path`` under the least-busy endpoint and yield the response once its
-        headers arrived.
+    async def _open(self, body: JSON, path: str) -> tuple[http1.Response, Endpoint]:
+        """POST ``body`` to ``path`` under the least-busy endpoint; the response once its
+        headers arrived, with a status of 2xx, and the endpoint it came from, counted in flight
+        until ``_settle``.
 
         An endpoint that refuses the connection is marked down and the next one tried: nothing
-        reached it, so nothing is sent twice. The response is closed on exit whatever happened,
-        so a client that goes away closes the upstream connection with it.
+        reached it, so nothing is sent twice. Redirects are never followed (http1 does not):
+        one would re-send the prompt and the credentials to wherever the upstream points.
         """
         payload = request_payload(body)
         tried: set[str] = set()
@@ -201,65 +199,101 @@ class OpenAICompatibleProvider:
                     f"No endpoint of model '{self.config.name}' accepted the connection."
                 )
             tried.add(endpoint.url)
-            with self.balancer.track(endpoint):
-                try:
-                    # Redirects are never followed (http1 does not): one would re-send the
-                    # prompt and the credentials to wherever the upstream points.
-                    response = await self._pool.request(
-                        "POST",
-                        endpoint.url + path,
-                        self._request_headers(),
-                        payload,
-                        connect_timeout=self._connect_timeout,
-                        read_timeout=self._read_timeout,
-                        total_timeout=self._total_timeout,
-                    )
-                except http1.ConnectError as exc:
-                    endpoint.mark_down(f"connect: {exc}")
-                    log.warning("endpoint %s refused the connection: %s", endpoint.url, exc)
-                    continue
-                except TimeoutError:
-                    endpoint.breaker.record_failure("timeout")
-                    raise UpstreamTimeout(
-                        f"Model '{self.config.name}' did not answer within its timeout."
-                    ) from None
-                except http1.ProtocolError as exc:
-                    endpoint.breaker.record_failure("protocol")
-                    raise _protocol_error(self.config.name, exc) from None
-                except http1.HTTPError as exc:
-                    endpoint.breaker.record_failure("connection")
-                    raise _connection_error(self.config.name, exc, self.redact) from None
-                try:
-                    if response.status >= 400:
-                        raw = await self._read(response, error=True)
-                        raise error_from_status(
-                            response.status, raw, response.headers, self.config.name, self.redact
-                        )
-                    if response.status >= 300:
-                        raise UpstreamProtocolError(
-                            f"Model '{self.config.name}' answered with a redirect (HTTP "
-                            f"{response.status}), which Puente does not follow."
-                        )
-                    endpoint.breaker.record_success()
-                    yield response
-                except PuenteError as error:
-                    # An error status or an answer cut off counts against this endpoint's
-                    # breaker; a client error proves it is answering.
-                    if error.retryable:
-                        endpoint.breaker.record_failure(error.kind)
-                    elif isinstance(error, UpstreamStatusError):
-                        endpoint.breaker.record_success()
+            endpoint.in_flight += 1
+            try:
+                response = await self._pool.request(
+                    "POST",
+                    endpoint.url + path,
+                    self._request_headers(),
+                    payload,
+                    connect_timeout=self._connect_timeout,
+                    read_timeout=self._read_timeout,
+                    total_timeout=self._total_timeout,
+                )
+            except http1.ConnectError as exc:
+                self.balancer.done(endpoint)
+                endpoint.mark_down(f"connect: {exc}")
+                log.warning("endpoint %s refused the connection: %s", endpoint.url, exc)
+                continue
+            except BaseException as exc:
+                self.balancer.done(endpoint)
+                mapped = self._failed_request(endpoint, exc)
+                if mapped is exc:
                     raise
-                finally:
-                    # Returns a finished connection to the pool; one with unread body (a client
-                    # that left mid-answer) is closed, which is what tells the upstream to stop.
-                    response.release()
-                return
+                raise mapped from None
+            try:
+                if response.status >= 400:
+                    raw = await self._read(response, error=True)
+                    raise error_from_status(
+                        response.status, raw, response.headers, self.config.name, self.redact
+                    )
+                if response.status >= 300:
+                    raise UpstreamProtocolError(
+                        f"Model '{self.config.name}' answered with a redirect (HTTP "
+                        f"{response.status}), which Puente does not follow."
+                    )
+            except BaseException as exc:
+                self._settle(endpoint, response, exc)
+                raise
+            endpoint.breaker.record_success()
+            return response, endpoint
+
+    def _failed_request(self, endpoint: Endpoint, exc: BaseException) -> BaseException:
+        """What a failed send (after the connection, before the head) raises to the caller."""
+        if isinstance(exc, TimeoutError):
+            endpoint.breaker.record_failure("timeout")
+            return UpstreamTimeout(f"Model '{self.config.name}' did not answer within its timeout.")
+        if isinstance(exc, http1.ProtocolError):
+            endpoint.breaker.record_failure("protocol")
+            return _protocol_error(self.config.name, exc)
+        if isinstance(exc, http1.HTTPError):
+            endpoint.breaker.record_failure("connection")
+            return _connection_error(self.config.name, exc, self.redact)
+        return exc  # a cancellation (the client left) or a bug: as it is
+
+    def _settle(
+        self, endpoint: Endpoint, response: http1.Response, error: BaseException | None
+    ) -> None:
+        """The request on ``endpoint`` is over. An error status or an answer cut off counts
+        against its breaker; a client error proves it is answering. A finished connection goes
+        back to the pool; one with unread body (a client that left mid-answer) is closed, which
+        is what tells the upstream to stop."""
+        try:
+            if isinstance(error, PuenteError):
+                if error.retryable:
+                    endpoint.breaker.record_failure(error.kind)
+                elif isinstance(error, UpstreamStatusError):
+                    endpoint.breaker.record_success()
+        finally:
+            response.release()
+            self.balancer.done(endpoint)
+
+    @asynccontextmanager
+    async def _post(self, body: JSON, path: str) -> AsyncIterator[http1.Response]:
+        """``_open`` as a context: the response is closed on exit whatever happened, so a
+        client that goes away closes the upstream connection with it."""
+        response, endpoint = await self._open(body, path)
+        error: BaseException | None = None
+        try:
+            yield response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._settle(endpoint, response, error)
 
     async def _whole(self, body: JSON, path: str, field: str, what: str) -> JSON:
-        """POST ``body`` and return the JSON object answered, which must have ``field``."""
-        async with self._post(body, path) as response:
+        """POST ``body`` and return the JSON object answered, which must have ``field``. (Not
+        through ``_post``: a context manager's generator is a visible share of a request.)"""
+        response, endpoint = await self._open(body, path)
+        error: BaseException | None = None
+        try:
             raw = await self._read(response)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._settle(endpoint, response, error)
         raw = self.redact.raw(raw) if self.redact else raw
         try:
             data = orjson.loads(raw)
