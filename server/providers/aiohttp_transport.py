@@ -36,38 +36,53 @@ from server.providers import http1
 _OWN_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
 
-@contextmanager
-def httpx2_errors(connecting: bool) -> Iterator[None]:
-    try:
-        yield
-    except http1.ConnectTimeout as exc:
-        raise httpx2.ConnectTimeout(str(exc)) from exc
-    except http1.Timeout as exc:
+TRANSPORT_ERRORS = (http1.HTTPError, aiohttp.ClientError, TimeoutError)
+"""What ``as_httpx2`` maps."""
+
+
+def as_httpx2(exc: BaseException, connecting: bool) -> BaseException:
+    """The ``httpx2`` error the SDK would have raised for one of ``TRANSPORT_ERRORS`` (``exc``
+    itself for anything else)."""
+    kind: type[httpx2.TransportError]
+    if isinstance(exc, http1.ConnectTimeout):
+        kind = httpx2.ConnectTimeout
+    elif isinstance(exc, http1.Timeout):
         # As aiohttp's below: a wait for the answer's head counts as part of connecting.
         kind = httpx2.ConnectTimeout if connecting else httpx2.ReadTimeout
-        raise kind(str(exc)) from exc
-    except http1.ConnectError as exc:
-        raise httpx2.ConnectError(str(exc)) from exc
-    except http1.Disconnected as exc:
-        raise httpx2.ReadError(str(exc)) from exc
-    except http1.ProtocolError as exc:
-        raise httpx2.RemoteProtocolError(str(exc)) from exc
-    except http1.HTTPError as exc:
-        raise httpx2.NetworkError(str(exc)) from exc
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx2.ConnectTimeout(str(exc)) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    elif isinstance(exc, http1.ConnectError):
+        kind = httpx2.ConnectError
+    elif isinstance(exc, http1.Disconnected):
+        kind = httpx2.ReadError
+    elif isinstance(exc, http1.ProtocolError):
+        kind = httpx2.RemoteProtocolError
+    elif isinstance(exc, http1.HTTPError):
+        kind = httpx2.NetworkError
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = httpx2.ConnectTimeout
+    elif isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         # A bare TimeoutError is aiohttp's total timeout; the SDKs set none (per-phase only).
         kind = httpx2.ConnectTimeout if connecting else httpx2.ReadTimeout
-        raise kind(str(exc) or "timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx2.ConnectError(str(exc)) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise httpx2.ReadError(str(exc)) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx2.UnsupportedProtocol(str(exc)) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx2.NetworkError(str(exc)) from exc
+        return kind(str(exc) or "timed out")
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        kind = httpx2.ConnectError
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        kind = httpx2.ReadError
+    elif isinstance(exc, aiohttp.InvalidURL):
+        kind = httpx2.UnsupportedProtocol
+    elif isinstance(exc, aiohttp.ClientError):
+        kind = httpx2.NetworkError
+    else:
+        return exc
+    return kind(str(exc))
+
+
+@contextmanager
+def httpx2_errors(connecting: bool) -> Iterator[None]:
+    """``as_httpx2`` around a block."""
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise as_httpx2(exc, connecting) from exc
 
 
 class _Body(httpx2.AsyncByteStream):

@@ -86,8 +86,7 @@ class AnthropicProvider(SDKProvider):
         return to_completion(data, request.model)
 
     async def _post(self, body: JSON, headers: dict[str, str] | None = None) -> JSON:
-        async with self.wire.post(self._url, body, headers) as response:
-            data = await self.wire.json(response)
+        data = await self.wire.whole(self._url, body, headers)
         if not isinstance(data, dict):
             raise httpx2.DecodingError("the answer is not a JSON object")
         return data

@@ -126,8 +126,7 @@ class GeminiProvider(SDKProvider):
         return await self.call(self._post(self._url(model, stream=False), body, request.model))
 
     async def _post(self, url: str, body: JSON, model: str) -> JSON:
-        async with self.wire.post(url, body) as response:
-            data = await self.wire.json(response)
+        data = await self.wire.whole(url, body)
         _raise_error_object(data)
         return to_completion(data, model)
 

@@ -97,8 +97,7 @@ class OpenAIProvider(SDKProvider):
         return data
 
     async def _complete(self, request: ChatRequest) -> Any:
-        async with self.wire.post(self._chat_url, self._body(request, stream=False)) as response:
-            return await self.wire.json(response)
+        return await self.wire.whole(self._chat_url, self._body(request, stream=False))
 
     def stream(
         self, request: ChatRequest

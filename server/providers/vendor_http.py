@@ -14,7 +14,7 @@ What the SDKs gave those paths is kept:
 - the model's timeouts (``connect``, and ``read`` per wait for bytes; ``total`` is the
   provider's);
 - the errors: a transport failure comes out as the ``httpx2`` error the SDK would have let out
-  (``aiohttp_transport.httpx2_errors``), an error status as the SDK's own exception, built by the
+  (``aiohttp_transport.as_httpx2``), an error status as the SDK's own exception, built by the
   SDK from the response (``status_error``), so ``vendor_errors`` stays the one place that maps
   each vendor's errors;
 - redirects are never followed.
@@ -31,7 +31,7 @@ import orjson
 
 from server.config import ModelConfig
 from server.providers import http1
-from server.providers.aiohttp_transport import httpx2_errors
+from server.providers.aiohttp_transport import TRANSPORT_ERRORS, as_httpx2, httpx2_errors
 from server.providers.base import request_payload
 from server.providers.bounded import TooLarge, line_batches, read_body, read_prefix
 from server.providers.cloud import CloudClients
@@ -55,17 +55,12 @@ class VendorHTTP:
         t = config.timeouts
         self._connect_timeout, self._read_timeout = t.connect, t.read
 
-    @asynccontextmanager
-    async def post(
-        self, url: str, body: Any, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[http1.Response]:
-        """POST ``body`` as JSON; yields the response once its status is a success. The
-        response is released on exit: a finished one returns its connection to the pool, one
-        left unread (a client that went away) closes it, which stops the vendor."""
+    async def _open(self, url: str, body: Any, headers: Mapping[str, str] | None) -> http1.Response:
+        """POST ``body`` as JSON; the response once its status is a success (released here
+        when it is not). Redirects are never followed (http1 does not)."""
         payload = request_payload(body)
         sent = {**self._headers, **headers} if headers else self._headers
-        with httpx2_errors(connecting=True):
-            # Redirects are never followed (http1 does not).
+        try:
             response = await self._cloud.vendor_pool.request(
                 "POST",
                 url,
@@ -74,16 +69,42 @@ class VendorHTTP:
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
             )
-        try:
-            if response.status >= 300:
+        except TRANSPORT_ERRORS as exc:
+            raise as_httpx2(exc, connecting=True) from exc
+        if response.status >= 300:
+            try:
                 raise await self._refusal(url, response)
+            finally:
+                response.release()
+        return response
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[http1.Response]:
+        """``_open``, for a stream: the response is released on exit. A finished one returns
+        its connection to the pool, one left unread (a client that went away) closes it, which
+        stops the vendor."""
+        response = await self._open(url, body, headers)
+        try:
             yield response
         finally:
             response.release()
 
+    async def whole(self, url: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
+        """POST ``body`` and return the answer parsed (``json``). Awaited rather than entered
+        as ``post``: a context manager's generator is a visible share of a request's CPU."""
+        response = await self._open(url, body, headers)
+        try:
+            return await self.json(response)
+        finally:
+            response.release()
+
     async def _refusal(self, url: str, response: http1.Response) -> BaseException:
-        with httpx2_errors(connecting=False):
+        try:
             body = await read_prefix(response, self._limits.max_error_bytes)
+        except TRANSPORT_ERRORS as exc:
+            raise as_httpx2(exc, connecting=False) from exc
         answer = httpx2.Response(
             response.status,
             headers=response.raw_headers,
@@ -95,10 +116,11 @@ class VendorHTTP:
     async def json(self, response: http1.Response) -> Any:
         """The whole answer parsed, within ``max_body_bytes``; None when it is not JSON."""
         try:
-            with httpx2_errors(connecting=False):
-                raw = await read_body(response, self._limits.max_body_bytes)
+            raw = await read_body(response, self._limits.max_body_bytes)
         except TooLarge as exc:
             raise httpx2.DecodingError(f"the answer is larger than {exc.limit} bytes") from None
+        except TRANSPORT_ERRORS as exc:
+            raise as_httpx2(exc, connecting=False) from exc
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
