@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 import httpx2
 
@@ -28,13 +27,23 @@ _DEFAULT = UpstreamLimits()
 _STEP = 64 * 1024
 
 
-@contextmanager
-def using(limits: UpstreamLimits) -> Iterator[None]:
-    token = _limits.set(limits)
-    try:
-        yield
-    finally:
-        _limits.reset(token)
+class using:
+    """The SDK calls made inside ``with using(limits):`` are bounded by ``limits``. A class, not
+    a generator: it is entered on every cloud request."""
+
+    __slots__ = ("_limits", "_token")
+
+    def __init__(self, limits: UpstreamLimits) -> None:
+        self._limits = limits
+        self._token: Token[UpstreamLimits | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _limits.set(self._limits)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _limits.reset(self._token)
+            self._token = None
 
 
 class BoundedStream(httpx2.AsyncByteStream):
