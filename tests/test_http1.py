@@ -237,6 +237,31 @@ async def test_a_body_is_read_as_it_arrives(pool: Pool) -> None:
         assert max(len(p) for p in pieces) <= 3
 
 
+async def test_the_chunks_of_one_read_arrive_as_one_piece(pool: Pool) -> None:
+    # An upstream streaming events often sends each as its own chunk; one network read that
+    # brings three is handed over once, as what that read brought.
+    body = b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n"
+    async with Scripted(answering(CHUNKED[0][: CHUNKED[0].index(b"\r\n\r\n") + 4], body)) as server:
+        response = await post(pool, server.url())
+        pieces = [piece async for piece in response.iter_any()]
+        response.release()
+        assert pieces == [b"onetwothree"]
+
+
+async def test_what_a_read_brought_before_broken_framing_is_read_before_the_error(
+    pool: Pool,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with Scripted(answering(head, b"5\r\nfirst\r\nzz\r\nnot a chunk")) as server:
+        response = await post(pool, server.url())
+        received = []
+        with pytest.raises(ProtocolError):
+            async for piece in response.iter_any():
+                received.append(piece)
+        response.release()
+        assert received == [b"first"]
+
+
 async def test_a_body_larger_than_the_buffer_arrives_whole_and_the_connection_is_kept(
     pool: Pool,
 ) -> None:

@@ -41,6 +41,7 @@ class Connection(asyncio.Protocol):
         self._head: Response | None = None  # ... until its head is whole
         self._head_waiter: asyncio.Future[None] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []  # parsed from the read being fed, not yet handed over
         self._head_bytes = 0  # of a head still incomplete after the bytes read so far
         self._header_bytes = 0  # of the headers parsed
         self._until_close = False
@@ -78,6 +79,8 @@ class Connection(asyncio.Protocol):
                 else ProtocolError(f"the answer is not valid HTTP/1.1 ({exc})")
             )
             return
+        if self._body:
+            self._hand_body()
         if head is not None and self._head is not None:
             # Still in the head after all of ``data``: every byte of it was head.
             self._head_bytes += len(data)
@@ -154,9 +157,17 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        # Handed over once per read (``_hand_body``), not per piece: a stream's upstream often
+        # sends each event as its own chunk, and one read brings several.
+        self._body.append(body)
+
+    def _hand_body(self) -> None:
+        parts = self._body
+        piece = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
         response = self._response
         if response is not None:
-            response._feed(body)
+            response._feed(piece)
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -165,12 +176,16 @@ class Connection(asyncio.Protocol):
         response = self._response
         if response is None:
             return
+        if self._body:
+            self._hand_body()
         self._response = None
         response._finish(self._keep_alive and not self._until_close)
 
     # -- used by the pool and the response -----------------------------------------------------
 
     def _broken(self, error: HTTPError) -> None:
+        if self._body:
+            self._hand_body()  # what arrived whole before the error is still read first
         response = self._response
         if self._head is not None:
             self._fail_head(error)
