@@ -104,23 +104,26 @@ class AnthropicProvider(SDKProvider):
         """The stream's events, parsed (each a JSON object); ``event: error`` raised as the SDK
         raises it."""
         async with self.wire.post(self._url, {**body, "stream": True}, headers) as response:
-            async for name, data in self.wire.events(response):
-                if name == "ping" or not name:
-                    continue  # the SDK skips both
-                try:
-                    parsed = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise httpx2.DecodingError("a stream event is not JSON") from None
-                if name == "error":
-                    answer = httpx2.Response(
-                        response.status,
-                        headers=response.raw_headers,
-                        request=httpx2.Request("POST", self._url),
-                    )
-                    raise self.client._make_status_error(f"{parsed}", body=parsed, response=answer)
-                if not isinstance(parsed, dict):
-                    raise httpx2.DecodingError("a stream event is not a JSON object")
-                yield parsed
+            async for events in self.wire.events(response):
+                for name, data in events:
+                    if name == "ping" or not name:
+                        continue  # the SDK skips both
+                    try:
+                        parsed = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise httpx2.DecodingError("a stream event is not JSON") from None
+                    if name == "error":
+                        answer = httpx2.Response(
+                            response.status,
+                            headers=response.raw_headers,
+                            request=httpx2.Request("POST", self._url),
+                        )
+                        raise self.client._make_status_error(
+                            f"{parsed}", body=parsed, response=answer
+                        )
+                    if not isinstance(parsed, dict):
+                        raise httpx2.DecodingError("a stream event is not a JSON object")
+                    yield parsed
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         translator = StreamTranslator(request.model)

@@ -142,16 +142,17 @@ class GeminiProvider(SDKProvider):
         translator = StreamTranslator(request.model)
         url = self._url(check_model_id(request.upstream_model), stream=True)
         async with self.wire.post(url, body) as response:
-            async for _, data in self.wire.events(response):
-                try:
-                    parsed = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise genai_errors.UnknownApiResponseError(
-                        "a stream event is not JSON"
-                    ) from None
-                _raise_error_object(parsed)
-                for chunk in translator.feed(parsed):
-                    yield chunk
+            async for events in self.wire.events(response):
+                for _, data in events:
+                    try:
+                        parsed = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise genai_errors.UnknownApiResponseError(
+                            "a stream event is not JSON"
+                        ) from None
+                    _raise_error_object(parsed)
+                    for chunk in translator.feed(parsed):
+                        yield chunk
         for chunk in translator.finish():
             yield chunk
 

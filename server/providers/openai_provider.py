@@ -107,25 +107,27 @@ class OpenAIProvider(SDKProvider):
 
     async def _chunks(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         async with self.wire.post(self._chat_url, self._body(request, stream=True)) as response:
-            async for _, data in self.wire.events(response):
-                if data == _DONE:
-                    return
-                try:
-                    parsed = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamProtocolError(
-                        f"{self.vendor} sent model '{self.config.name}' an event that is not JSON."
-                    ) from None
-                if isinstance(parsed, dict) and parsed.get("error"):
-                    raise _stream_error(parsed["error"], self._chat_url)
-                if not isinstance(parsed, dict):
-                    raise UpstreamProtocolError(
-                        f"{self.vendor} sent model '{self.config.name}' an event that is not an "
-                        "object."
-                    )
-                check_usage(parsed.get("usage"), self.config.name)
-                # Relayed as the vendor's bytes unless the gateway changes the chunk.
-                yield StreamChunk(data, parsed)
+            async for events in self.wire.events(response):
+                for _, data in events:
+                    if data == _DONE:
+                        return
+                    try:
+                        parsed = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamProtocolError(
+                            f"{self.vendor} sent model '{self.config.name}' an event that is "
+                            "not JSON."
+                        ) from None
+                    if isinstance(parsed, dict) and parsed.get("error"):
+                        raise _stream_error(parsed["error"], self._chat_url)
+                    if not isinstance(parsed, dict):
+                        raise UpstreamProtocolError(
+                            f"{self.vendor} sent model '{self.config.name}' an event that is "
+                            "not an object."
+                        )
+                    check_usage(parsed.get("usage"), self.config.name)
+                    # Relayed as the vendor's bytes unless the gateway changes the chunk.
+                    yield StreamChunk(data, parsed)
 
     # -- other abilities: embeddings and legacy completions (server/providers/base.py) ---------
 

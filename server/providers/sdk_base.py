@@ -84,11 +84,12 @@ class SDKProvider:
         total = self.total_timeout
         # Checked per chunk (``timeouts.read`` bounds each wait): a timeout scope held across
         # ``yield`` would cancel whatever the consumer does between chunks.
-        deadline = asyncio.get_running_loop().time() + total
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total
         yield first
         try:
             async for chunk in chunks:
-                if asyncio.get_running_loop().time() > deadline:
+                if loop.time() > deadline:
                     raise UpstreamTimeout(
                         f"Model '{self.config.name}' did not finish within its {total:g}s timeout."
                     )

@@ -126,17 +126,19 @@ class VendorHTTP:
         except orjson.JSONDecodeError:
             return None
 
-    async def events(self, response: http1.Response) -> AsyncIterator[tuple[str, bytes]]:
-        """Server-sent events as (event name, data), each line within ``max_line_bytes``."""
+    async def events(self, response: http1.Response) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """Server-sent events as (event name, data), each line within ``max_line_bytes``: the
+        events one network read completed, in one list (a relay steps once per read, not once
+        per event)."""
         name, data = "", list[bytes]()
         try:
             with httpx2_errors(connecting=False):
-                # One step per network read, not per line (``line_batches``).
                 async for batch in line_batches(response, self._limits.max_line_bytes):
+                    done: list[tuple[str, bytes]] = []
                     for line in batch:
                         if not line:
                             if data:
-                                yield name, b"\n".join(data)
+                                done.append((name, b"\n".join(data)))
                             name, data = "", list[bytes]()
                         elif line.startswith(b"data:"):
                             value = line[5:]
@@ -144,7 +146,9 @@ class VendorHTTP:
                         elif line.startswith(b"event:"):
                             name = line[6:].strip().decode("utf-8", "replace")
                         # Comments (":") and other fields are ignored, as the SSE standard says.
+                    if done:
+                        yield done
         except TooLarge as exc:
             raise httpx2.DecodingError(f"a stream line is longer than {exc.limit} bytes") from None
         if data:
-            yield name, b"\n".join(data)
+            yield [(name, b"\n".join(data))]
