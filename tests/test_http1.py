@@ -5,11 +5,13 @@ delimiting a body, timeouts, answers that are not HTTP, TLS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from server.providers.http1 import (
     ConnectError,
+    ConnectTimeout,
     Disconnected,
     Pool,
     ProtocolError,
@@ -322,6 +325,48 @@ async def test_a_refused_connection_is_a_connect_error(pool: Pool) -> None:
     assert SECRET not in str(caught.value)
 
 
+@contextlib.contextmanager
+def never_accepting() -> Iterator[int]:
+    """A port whose listener never accepts and whose queue of connections is full: the kernel
+    drops a new connection's SYN, so connecting to it hangs (no timing involved)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    try:
+        while True:  # a connection or two fit in the queue, then one waits in vain
+            blocked = socket.socket()
+            blocked.settimeout(0.5)
+            try:
+                blocked.connect(("127.0.0.1", port))
+            except TimeoutError:
+                blocked.close()
+                break
+            queued.append(blocked)
+        yield port
+    finally:
+        for conn in queued:
+            conn.close()
+        listener.close()
+
+
+async def test_a_connection_not_made_within_the_connect_timeout_is_a_connect_timeout(
+    pool: Pool,
+) -> None:
+    with never_accepting() as port:
+        with pytest.raises(ConnectTimeout, match=r"no connection within 0\.3 s"):
+            await pool.request(
+                "POST",
+                f"http://127.0.0.1:{port}/v1/chat",
+                {"Authorization": f"Bearer {SECRET}"},
+                b"{}",
+                connect_timeout=0.3,
+                read_timeout=30,
+            )
+        assert not pool.opened
+
+
 async def test_an_upstream_that_never_answers_times_out(pool: Pool) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
@@ -545,3 +590,26 @@ async def test_an_answer_that_is_not_http_is_the_gateways_502(gateway: Gateway, 
     assert f"Model '{model}' answered with broken HTTP" in error["message"]
     assert SECRET not in response.text
     assert SECRET not in gateway.puente.logs()
+
+
+async def test_an_upstream_that_does_not_accept_in_time_is_the_gateways_504(
+    tmp_path: Path,
+) -> None:
+    with never_accepting() as port:
+        model = {
+            "name": "unaccepting",
+            "provider": "openai_compatible",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "api_key": SECRET,
+            "retries": 0,
+            "timeouts": {"connect": 0.3},
+        }
+        with InProcessPuente({"models": [model]}, tmp_path) as puente:
+            response = await chat(puente, "unaccepting")
+            logs = puente.logs()
+    assert response.status_code == 504
+    error = error_envelope(response)
+    assert error["code"] == "upstream_timeout"
+    assert "Model 'unaccepting' did not answer within its timeout." in error["message"]
+    assert SECRET not in response.text
+    assert SECRET not in logs
