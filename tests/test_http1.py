@@ -28,6 +28,7 @@ from server.providers.http1 import (
     Disconnected,
     Pool,
     ProtocolError,
+    Resolver,
     Response,
     Timeout,
     split_url,
@@ -226,6 +227,73 @@ async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
             assert pool.idle(split_url(server.url())[0]) == 0
     finally:
         await pool.aclose()
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+async def test_a_name_is_looked_up_once_for_the_connections_it_opens(pool: Pool) -> None:
+    async with Scripted(answering(OK)) as server:
+        url = f"http://localhost:{server.port}/v1/chat"
+        # Three requests in flight at once: three connections, one lookup between them.
+        responses = await asyncio.gather(*(post(pool, url) for _ in range(3)))
+        for response in responses:
+            assert await response.read() == b'{"ok":true}'
+            response.release()
+        assert server.accepted == 3
+        assert pool.resolver.lookups == 1
+        request = server.requests[0]
+        assert f"Host: localhost:{server.port}\r\n".encode() in request
+
+
+async def test_a_name_is_looked_up_again_once_its_time_is_up() -> None:
+    pool = Pool(idle_timeout=0.01, resolver=Resolver(ttl=0))
+    try:
+        async with Scripted(answering(OK)) as server:
+            url = f"http://localhost:{server.port}/v1/chat"
+            assert await fetch(pool, url) == b'{"ok":true}'
+            await until(lambda: not pool.idle(split_url(url)[0]))  # the next one connects anew
+            assert await fetch(pool, url) == b'{"ok":true}'
+            assert server.accepted == 2
+            assert pool.resolver.lookups == 2
+    finally:
+        await pool.aclose()
+
+
+async def test_an_address_that_refuses_is_looked_up_again(pool: Pool) -> None:
+    async with Scripted(answering(OK)) as server:
+        url = f"http://localhost:{server.port}/v1/chat"
+        assert await fetch(pool, url) == b'{"ok":true}'
+    await pool.aclose()  # the kept-alive connection with it
+    pool = Pool(idle_timeout=30, resolver=pool.resolver)
+    try:
+        with pytest.raises(ConnectError):  # the server is gone: its address refuses
+            await post(pool, url)
+        with pytest.raises(ConnectError):
+            await post(pool, url)
+        assert pool.resolver.lookups == 2  # the refusal sent the next request to look again
+    finally:
+        await pool.aclose()
+
+
+async def test_a_name_that_does_not_resolve_is_a_connect_error(pool: Pool) -> None:
+    async def post_unresolvable() -> Response:
+        # A connect timeout long enough for a resolver that times out rather than answers.
+        return await pool.request(
+            "POST",
+            "http://no-such-host.invalid/v1/chat",
+            {"Authorization": f"Bearer {SECRET}"},
+            b"{}",
+            connect_timeout=60,
+            read_timeout=60,
+        )
+
+    with pytest.raises(ConnectError) as caught:
+        await post_unresolvable()
+    assert SECRET not in str(caught.value)
+    with pytest.raises(ConnectError):
+        await post_unresolvable()
+    assert pool.resolver.lookups == 2  # a failure is not kept
 
 
 # -- bodies -------------------------------------------------------------------------------------

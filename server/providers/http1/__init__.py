@@ -7,6 +7,7 @@ quarter of Puente's CPU per request (``bench/CLIENT.md``). An upstream call need
 write of the request, httptools (already here, under uvicorn) to parse the answer, and a pool
 of kept-alive connections. What it does:
 
+- host names looked up once per 300 s (``resolver``), not once per new connection;
 - a keep-alive pool per origin (scheme, host, port), uncapped (per-model limits decide
   concurrency); a connection idle for ``idle_timeout`` seconds is closed. A connection goes
   back to the pool only when its answer arrived whole, the server did not ask to close it
@@ -22,8 +23,8 @@ of kept-alive connections. What it does:
 
 The parts: ``pool`` (the pool, and how a request is written), ``connection`` (one
 connection, fed to httptools), ``response`` (an answer and the reading of its body), ``origin``
-(where a URL goes) and ``errors``, whose tree is below so that a caller maps each to its own in
-one place::
+(where a URL goes), ``resolver`` (host names to addresses) and ``errors``, whose tree is below
+so that a caller maps each to its own in one place::
 
     HTTPError
     ├── ConnectError       no connection could be made (refused, DNS, TLS): nothing was sent
@@ -43,6 +44,7 @@ from server.providers.http1.errors import (
 )
 from server.providers.http1.origin import Origin, split_url
 from server.providers.http1.pool import MAX_HEAD, Pool
+from server.providers.http1.resolver import Resolver
 from server.providers.http1.response import Headers, Response
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "Origin",
     "Pool",
     "ProtocolError",
+    "Resolver",
     "Response",
     "Timeout",
     "split_url",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from server.providers.http1.connection import Connection
 from server.providers.http1.errors import ConnectError, ConnectTimeout
 from server.providers.http1.origin import Origin, split_url
+from server.providers.http1.resolver import Resolver
 from server.providers.http1.response import Response
 
 # Bytes of a response's status line and headers together; past it, the answer is refused.
@@ -25,8 +26,11 @@ class Pool:
         idle_timeout: float,
         max_head: int = MAX_HEAD,
         ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
+        self.resolver = resolver if resolver is not None else Resolver()
+        """Host names looked up once per TTL, shared by the pool's connections."""
         self.max_head = max_head
         self._ssl = ssl_context
         self._idle: dict[Origin, deque[Connection]] = {}
@@ -93,13 +97,7 @@ class Pool:
             tls = self._ssl
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: conn,
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls else None,
-                )
+                await self._reach(loop, conn, origin, tls)
         except TimeoutError:
             conn.close()
             raise ConnectTimeout(f"no connection within {timeout:g} s") from None
@@ -108,6 +106,41 @@ class Pool:
         self._open.add(conn)
         self.opened[origin] += 1
         return conn
+
+    async def _reach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: Connection,
+        origin: Origin,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        """Connect ``conn`` to ``origin``: to each of its addresses in turn until one accepts."""
+        hostname = origin.host if tls else None
+        addresses = await self.resolver.addresses(loop, origin.host, origin.port)
+        if addresses is None:  # an IP address
+            await loop.create_connection(
+                lambda: conn, origin.host, origin.port, ssl=tls, server_hostname=hostname
+            )
+            return
+        refused: OSError | None = None
+        for family, address in addresses:
+            try:
+                await loop.create_connection(
+                    lambda: conn,
+                    address[0],
+                    address[1],
+                    family=family,
+                    ssl=tls,
+                    server_hostname=hostname,
+                )
+                return
+            except ssl.SSLError:
+                raise  # the certificate, not the address: another address would say the same
+            except OSError as exc:
+                refused = exc
+        self.resolver.forget(origin.host, origin.port)
+        assert refused is not None  # addresses is never empty
+        raise refused
 
     def put(self, conn: Connection) -> None:
         if self._closed:
