@@ -67,11 +67,25 @@ async def cloud_clients() -> AsyncIterator[CloudClients]:
     await clients.aclose()
 
 
+_OPENED: list[OpenAICompatibleProvider] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_providers() -> AsyncIterator[None]:
+    """Each provider ``compatible`` made owns a connection pool: closed after its test, not
+    left for the garbage collector to find (and warn about) later."""
+    yield
+    while _OPENED:
+        await _OPENED.pop().aclose()
+
+
 def compatible(fake: FakeOpenAI, session: aiohttp.ClientSession, **extra: Any) -> Any:
     config = ModelConfig(
         name="fake-model", provider="openai_compatible", base_url=fake.base_url, **extra
     )
-    return OpenAICompatibleProvider(config, session)
+    provider = OpenAICompatibleProvider(config, session)
+    _OPENED.append(provider)
+    return provider
 
 
 def openai_sdk(fake: FakeOpenAI, clients: CloudClients, **extra: Any) -> OpenAIProvider:
