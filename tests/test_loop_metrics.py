@@ -135,9 +135,9 @@ def test_requests_count_on_the_event_loop_thread_only(fake: FakeOpenAI, tmp_path
         with InProcessPuente(gateway_config(fake), tmp_path, env=env) as puente:
             name = unique("loop")
             secret = create_key(puente, name, rpm=1000, tpm=1_000_000, budget_day=1_000_000)
-            client = openai.OpenAI(base_url=puente.base_url, api_key=secret, max_retries=0)
-            for _ in range(5):
-                client.chat.completions.create(model="fake-model", messages=USER)
+            with openai.OpenAI(base_url=puente.base_url, api_key=secret, max_retries=0) as client:
+                for _ in range(5):
+                    client.chat.completions.create(model="fake-model", messages=USER)
             eventually(lambda: len(usage(puente, key=name)) > 0, what="usage rows written")
             text = httpx.get(puente.url + "/metrics", timeout=10).text
             assert puente._thread is not None
