@@ -90,9 +90,10 @@ def _freeze_startup_objects() -> None:
     pause of a full collection"). Frozen, the collector leaves it out."""
     gc.collect()
     gc.freeze()
-    # A young collection every _YOUNG_COLLECTION allocations instead of 700: with 32 requests in
-    # flight, 700 came round several times a request and each walk found the in-flight requests'
-    # objects alive, promoting them to be walked again (bench/PIPE.md, "Young collections").
+    # A young collection every _YOUNG_COLLECTION net allocations instead of 700: with 32
+    # requests in flight, 700 came round every ~16 requests and each walk found the in-flight
+    # requests' objects alive, promoting them to be walked again; ~14 us a request in all
+    # (bench/PIPE.md, "Young collections").
     gc.set_threshold(_YOUNG_COLLECTION, *gc.get_threshold()[1:])
 
 
