@@ -179,6 +179,25 @@ def test_metric_labels_are_configured_names_not_client_text(
     assert sample(puente, "puente_requests_total", model="vendor/*", status="200") == 3
 
 
+def test_the_answering_model_header_is_encoded_and_its_memo_stays_bounded(
+    puente: InProcessPuente, client: openai.OpenAI
+) -> None:
+    """``x-puente-model`` is worked out once per name (``front_door._model_header``); a wildcard
+    name is the client's text, so it is still percent-encoded, and many names do not grow it."""
+    from server.api import front_door
+
+    for name in ("vendor/año niño", "vendor/año niño", "plain"):
+        raw = client.chat.completions.with_raw_response.create(model=name, messages=MESSAGES)
+        expected = "vendor/a%C3%B1o%20ni%C3%B1o" if name != "plain" else "plain"
+        assert raw.headers["x-puente-model"] == expected
+    for i in range(front_door._MODEL_HEADERS_MAX + 10):
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"vendor/n\u00famero-{i}", messages=MESSAGES
+        )
+        assert raw.headers["x-puente-model"] == f"vendor/n%C3%BAmero-{i}"
+    assert len(front_door._MODEL_HEADERS) <= front_door._MODEL_HEADERS_MAX
+
+
 def test_after_puente_retried_the_sdk_is_told_not_to_retry(puente: InProcessPuente) -> None:
     body = {"model": "flaky", "messages": MESSAGES}
     response = httpx.post(puente.base_url + "/chat/completions", json=body, timeout=10)

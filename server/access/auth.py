@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
-from prometheus_client import Counter
-
 from server.access.keycache import KeyCache, Missing
 from server.access.keys import ApiKey, hash_secret, same_hash
 from server.access.metrics import ANONYMOUS, AccessMetrics
@@ -29,6 +27,7 @@ from server.access.storage import KeyNameTaken, StorageError, Store, UsageRow
 from server.access.usage import UsageRecorder
 from server.config import AuthMode
 from server.errors import ModelNotFound, RateLimited, ServiceUnavailable, Unauthorized
+from server.observability.loop_metrics import LoopCounter
 from server.pipeline.record import RequestRecord
 
 log = logging.getLogger("puente.access")
@@ -240,11 +239,11 @@ class Access:
             series = self._series[label, record.model] = _KeySeries(
                 self.metrics, label, record.model
             )
-        series.requests(record.status).inc()
+        series.requests(record.status).add()
         if record.prompt_tokens:
-            series.prompt.inc(record.prompt_tokens)
+            series.prompt.add(record.prompt_tokens)
         if record.completion_tokens:
-            series.completion.inc(record.completion_tokens)
+            series.completion.add(record.completion_tokens)
         tokens = record.prompt_tokens + record.completion_tokens
         key = self._seen.get(name) if name else None
         reservation = record.reservation if isinstance(record.reservation, Reservation) else None
@@ -285,11 +284,11 @@ class _KeySeries:
 
     def __init__(self, metrics: AccessMetrics, key: str, model: str) -> None:
         self._requests, self._labels = metrics.requests, (key, model)
-        self._by_status: dict[int, Counter] = {}
-        self.prompt = metrics.tokens.labels(key, model, "prompt")
-        self.completion = metrics.tokens.labels(key, model, "completion")
+        self._by_status: dict[int, LoopCounter] = {}
+        self.prompt: LoopCounter = metrics.tokens.labels(key, model, "prompt")
+        self.completion: LoopCounter = metrics.tokens.labels(key, model, "completion")
 
-    def requests(self, status: int) -> Counter:
+    def requests(self, status: int) -> LoopCounter:
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._requests.labels(*self._labels, str(status))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from server.observability.loop_metrics import LoopCounter
+
 ANONYMOUS = "-"
 """The ``key`` label of requests served without a key (``auth: none``, or no keys yet)."""
 
@@ -11,13 +13,13 @@ ANONYMOUS = "-"
 class AccessMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "puente_key_requests_total",
             "Chat completion requests, by key name, public model and HTTP status.",
             ["key", "model", "status"],
             registry=r,
         )
-        self.tokens = Counter(
+        self.tokens = LoopCounter(
             "puente_key_tokens_total",
             "Tokens used, by key name, public model and type (prompt or completion).",
             ["key", "model", "type"],

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.access import Principal
-from server.api.deps import authenticate, runtime_of
+from server.api.deps import runtime_of
 from server.api.sse import SSEResponse, wait_disconnect
 from server.api.wire import JSONResponse, model_header
 from server.errors import PuenteError
@@ -118,17 +118,33 @@ async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
             hook.unwatch(gone)
 
 
+# ``x-puente-model`` values already encoded: the same few names answer nearly every request.
+# Wildcard names come from clients, so the memo is emptied when it grows past a bound.
+_MODEL_HEADERS: dict[str, str] = {}
+_MODEL_HEADERS_MAX = 256
+
+
+def _model_header(name: str) -> str:
+    value = _MODEL_HEADERS.get(name)
+    if value is None:
+        if len(_MODEL_HEADERS) >= _MODEL_HEADERS_MAX:
+            _MODEL_HEADERS.clear()
+        value = _MODEL_HEADERS[name] = model_header(name)
+    return value
+
+
 def _headers(headers: dict[str, str], parsed: Parsed[Any]) -> dict[str, str]:
     out = {**headers, **parsed.headers}
     if "x-puente-model" in out:
-        out["x-puente-model"] = model_header(out["x-puente-model"])
+        out["x-puente-model"] = _model_header(out["x-puente-model"])
     return out
 
 
 async def serve(request: Request, door: FrontDoor[Any]) -> Response:
     runtime = runtime_of(request)
     try:
-        principal = await authenticate(request)
+        # ``deps.authenticate``'s work without its frame (the route has the runtime already).
+        principal = await runtime.access.authenticate(request.headers)
     except PuenteError as error:
         return door.error_response(error)
     exchange = runtime.pipeline.exchange(

@@ -27,12 +27,13 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from server.config import Config
 from server.errors import InvalidRequest, PuenteError
 from server.lifecycle.drain import Drain
 from server.lifecycle.generations import Generations
+from server.observability.loop_metrics import LoopCounter, LoopHistogram
 from server.observability.metrics import Metrics
 from server.observability.request_context import request_started
 from server.personas.farewell import replace_in_completion, replace_in_stream
@@ -99,7 +100,8 @@ class Answer:
 
 
 class _Series:
-    """One (model, provider)'s metric children, looked up once instead of on every request."""
+    """One (model, provider)'s metric children, looked up once instead of on every request;
+    changed with ``add`` and ``record`` (``server/observability/loop_metrics.py``)."""
 
     __slots__ = (
         "_by_status",
@@ -115,14 +117,14 @@ class _Series:
 
     def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
         self._metrics, self._model, self._provider = metrics, model, provider
-        self._by_status: dict[int, Counter] = {}
-        self.duration = metrics.duration.labels(model, provider)
-        self.ttft = metrics.ttft.labels(model, provider)
-        self.output_tokens = metrics.output_tokens.labels(model, provider)
-        self.prompt_tokens = metrics.prompt_tokens.labels(model, provider)
-        self.overhead = metrics.overhead.labels(model, provider)
+        self._by_status: dict[int, LoopCounter] = {}
+        self.duration: LoopHistogram = metrics.duration.labels(model, provider)
+        self.ttft: LoopHistogram = metrics.ttft.labels(model, provider)
+        self.output_tokens: LoopCounter = metrics.output_tokens.labels(model, provider)
+        self.prompt_tokens: LoopCounter = metrics.prompt_tokens.labels(model, provider)
+        self.overhead: LoopHistogram = metrics.overhead.labels(model, provider)
 
-    def requests(self, status: int) -> Counter:
+    def requests(self, status: int) -> LoopCounter:
         child = self._by_status.get(status)
         if child is None:
             child = self._metrics.requests.labels(self._model, self._provider, str(status))
@@ -199,18 +201,18 @@ class Pipeline:
         if series is None:
             # Labels are configured names (or "unknown"), so this stays as small as the config.
             series = self._series[labels] = _Series(self.metrics, *labels)
-        series.requests(record.status).inc()
-        series.duration.observe(record.duration)
+        series.requests(record.status).add()
+        series.duration.record(record.duration)
         if record.first_token is not None:
-            series.ttft.observe(record.first_token)
+            series.ttft.record(record.first_token)
         if record.completion_tokens:
-            series.output_tokens.inc(record.completion_tokens)
+            series.output_tokens.add(record.completion_tokens)
         if record.prompt_tokens:
-            series.prompt_tokens.inc(record.prompt_tokens)
+            series.prompt_tokens.add(record.prompt_tokens)
         if record.error_kind is not None and record.provider:
             self.metrics.upstream_errors.labels(*labels, record.error_kind).inc()
         if record.provider and record.status < 400:
-            series.overhead.observe(max(0.0, record.duration - record.upstream_time))
+            series.overhead.record(max(0.0, record.duration - record.upstream_time))
         log.info(
             "%s model=%s provider=%s stream=%s status=%s duration_ms=%.1f tokens=%d/%d",
             record.api,
