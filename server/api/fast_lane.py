@@ -32,7 +32,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.envelopes import error_response_for
 from server.api.middleware import body_refusal, new_request_id, with_request_id
 from server.api.sse import SSEResponse
+from server.api.wire import JSONResponse
 from server.errors import PayloadTooLarge, PuenteError
+from server.lifecycle.http_guard import ANSWER, Answer
 from server.observability.request_context import request_id, request_started
 from server.pipeline.pipeline import ClientDisconnected
 from server.pipeline.record import CLIENT_CLOSED
@@ -196,6 +198,13 @@ async def _answer(
 
         await response(scope, receive, send_with_id)
         return
+    if isinstance(response, JSONResponse) and response.background is None:
+        extensions = scope.get("extensions")
+        answer: Answer | None = extensions.get(ANSWER) if extensions else None
+        if answer is not None:
+            lines = response.head_lines(raw_id)
+            if lines is not None and answer(response.status_code, lines, response.body):
+                return
     headers = response.raw_headers
     if any(name == b"x-request-id" for name, _ in headers):
         headers = with_request_id(headers, raw_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +21,10 @@ class JSONResponse(Response):
     """Starlette's response with its header list built in one pass: every answer of the front
     doors is one of these, and ``Response.init_headers`` (a list, a second list of names, two
     membership tests) was a visible share of a request's CPU (bench/DOOR.md). The same headers,
-    in the same order: the caller's, then ``content-length``, then ``content-type``."""
+    in the same order: the caller's, then ``content-length``, then ``content-type``.
+
+    The list is built when something asks for it: a front door's answer under ``puente serve``
+    goes out as one block of header lines (``head_lines``) and never needs it."""
 
     media_type = "application/json"
 
@@ -43,10 +47,71 @@ class JSONResponse(Response):
         self.status_code = status_code
         self.background = background
         self.body = body
-        self.raw_headers = json_headers(body, headers)
+        self._given = headers
+        self._lines = json_lines(headers, len(body))
+        # Where the lines will not do, the list, as before (and any error encoding it, here).
+        self._raw = json_headers(body, headers) if self._lines is None else None
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = json_headers(self.body, self._given)
+        return raw
+
+    @raw_headers.setter
+    def raw_headers(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def head_lines(self, raw_id: bytes) -> bytes | None:
+        """The header lines of this answer, ``x-request-id: raw_id`` last, as HTTP/1.1 writes
+        them: the headers ``raw_headers`` plus that id would give, in the same order, names
+        lowercased. None where only the list will do (``json_lines``), or once the list was
+        asked for (and perhaps changed: Anthropic's ``request-id`` is added to it)."""
+        lines = self._lines
+        if lines is None or self._raw is not None:
+            return None
+        return b"%sx-request-id: %s\r\n" % (lines, raw_id)
 
 
-def json_headers(body: bytes, headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+# What uvicorn refuses in a header name and in a value (``HEADER_RE`` and ``HEADER_VALUE_RE`` in
+# its httptools protocol), checked before encoding: latin-1 turns each character into the byte
+# of the same number, and fails on any other, as the list's encoding does.
+_BAD_NAME = re.compile(r'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Names that leave an answer to the list: its framing, the connection's handling, the id.
+_LIST_ONLY = frozenset(
+    ("content-length", "content-type", "transfer-encoding", "connection", "x-request-id")
+)
+
+
+def json_lines(headers: Mapping[str, str] | None, length: int) -> bytes | None:
+    """The header lines (``name: value`` and CRLF each) of a JSON answer of ``length`` bytes
+    with ``headers``: what ``json_headers`` lists, in its order, built as one text. None when
+    a name in ``_LIST_ONLY`` is given, or a name or value has a character the HTTP layer
+    refuses: then the HTTP layer checks the list and refuses it, as it always did.
+
+    The check is two searches, not two per header: every name joined by ``-`` and every value
+    joined by a tab, each allowed where it is put, so the joined text holds a refused character
+    exactly when one of the parts does."""
+    if not headers:
+        return b"content-length: %d\r\ncontent-type: application/json\r\n" % length
+    names = [name.lower() for name in headers]
+    if not _LIST_ONLY.isdisjoint(names):
+        return None
+    values = list(headers.values())
+    if _BAD_NAME.search("-".join(names)) or _BAD_VALUE.search("\t".join(values)):
+        return None
+    lines = "".join([f"{name}: {value}\r\n" for name, value in zip(names, values, strict=True)])
+    return b"%scontent-length: %d\r\ncontent-type: application/json\r\n" % (
+        lines.encode("latin-1"),
+        length,
+    )
+
+
+def json_headers(
+    body: bytes | memoryview, headers: Mapping[str, str] | None
+) -> list[tuple[bytes, bytes]]:
     """What ``Response.init_headers`` makes for a JSON ``body`` with ``headers``."""
     raw = []
     framing = False  # the caller set content-length or content-type itself (never, in Puente)

@@ -22,6 +22,10 @@ slower way):
 - a POST to a front door's path is handed straight to the app's ``doors``
   (``server/api/fast_lane.py``), past uvicorn's proxy-headers middleware (Puente reads neither the
   client's address nor the scheme) and the app's own dispatch;
+- such a POST's answer, when it is one block of JSON, goes out through
+  ``scope["extensions"]["puente.answer"]`` (``Answer``): status line, headers and body built as one
+  piece of bytes and written at once, the request cycle completed as its ``send`` would complete
+  it for the two ASGI messages (bench/DOOR.md);
 - ``scope["extensions"]["puente.disconnect"]`` lets a request be told when its client leaves
   (``DisconnectHook``) by a callback from the protocol, where a task per request awaiting
   ``receive()`` would do the same (``server/api/front_door.py``, ``until_disconnect``).
@@ -59,6 +63,19 @@ class DisconnectHook(Protocol):
     def unwatch(self, callback: Callable[[], None]) -> None: ...
 
 
+ANSWER = "puente.answer"
+"""The key of a door's POST's ``Answer`` in ``scope["extensions"]``."""
+
+
+class Answer(Protocol):
+    def __call__(self, status: int, lines: bytes, body: bytes | memoryview) -> bool:
+        """Send the whole answer: ``status``, the server's own headers (``date``, ``server``),
+        the header lines ``lines`` (``name: value`` and CRLF each, lowercase names, checked and
+        ``content-length`` among them), ``body``. False, having done nothing, where the answer
+        must go as ASGI messages instead (the reader is slow: ``send`` waits for it)."""
+        ...
+
+
 class Doors(Protocol):
     """The app's fast path for the front doors' POSTs (``server.api.fast_lane.Doors``)."""
 
@@ -92,7 +109,64 @@ def guarded_httptools(
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with ``limits`` enforced (and ``doors``, the module's
     docstring)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+    from uvicorn.protocols.http.httptools_impl import (  # noqa: PLC0415
+        HEADER_RE,
+        HEADER_VALUE_RE,
+        STATUS_LINE,
+        HttpToolsProtocol,
+        RequestResponseCycle,
+    )
+    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string  # noqa: PLC0415
+
+    # The server's own header lines, for the default headers uvicorn renews each second.
+    server_lines: list[Any] = [None, None]
+
+    def lines_of(defaults: list[tuple[bytes, bytes]]) -> bytes | None:
+        if server_lines[0] is not defaults:
+            ok = not any(HEADER_RE.search(n) or HEADER_VALUE_RE.search(v) for n, v in defaults)
+            built = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
+            server_lines[:] = defaults, built if ok else None
+        lines: bytes | None = server_lines[1]
+        return lines
+
+    class DoorCycle(RequestResponseCycle):
+        """uvicorn's request cycle, for a door's POST: it also answers in one call."""
+
+        def answer(self, status: int, lines: bytes, body: bytes | memoryview) -> bool:
+            """``Answer``: what ``send`` does for ``http.response.start`` with ``lines`` and
+            ``http.response.body`` with ``body``, in one write. A door's POST is never HEAD, and
+            ``lines`` carry ``content-length`` and no ``connection``."""
+            if self.disconnected:
+                return True  # ``send`` drops what comes after the client left
+            if self.response_started or self.flow.write_paused:
+                return False  # ``send``'s error, or its wait for the reader
+            status_line = STATUS_LINE.get(status)
+            own = lines_of(self.default_headers)
+            if status_line is None or own is None:
+                return False  # ``send``'s error
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            if self.access_log:
+                scope = self.scope
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(scope),
+                    scope["method"],
+                    get_path_with_query_string(scope),
+                    scope["http_version"],
+                    status,
+                )
+            keep_alive = self.keep_alive
+            self.chunked_encoding = False  # by content-length, all of it sent here
+            end = b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
+            transport = cast(OneWriteTransport, self.transport)
+            transport.write_whole(b"".join((status_line, own, lines, end, body)))
+            self.response_complete = True
+            self.message_event.set()
+            if not keep_alive:
+                self.transport.close()
+            self.on_response()
+            return True
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -161,27 +235,61 @@ def guarded_httptools(
         def on_headers_complete(self) -> None:
             self._headers_done = True
             self._disarm()
-            # The request cycle starts with ``self.app`` as it is during this call.
             cap = limits.max_connections
             if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
                 # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``.
                 self.logger.warning("Exceeded the connection limit (server.http.max_connections).")
-                takes: ASGIApp = busy
+                # The request cycle starts with ``self.app`` as it is during this call.
+                app, self.app = self.app, busy
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.app = app
             elif (
                 doors is not None
                 and self.url in doors.raw_paths  # a query string or an escape: the usual way
                 and not self.root_path
                 and self.parser.get_method() == b"POST"
+                and not self.parser.should_upgrade()
             ):
-                takes = doors
+                self._to_doors(doors)
             else:
                 super().on_headers_complete()
-                return
-            app, self.app = self.app, takes
-            try:
-                super().on_headers_complete()
-            finally:
-                self.app = app
+
+        def _to_doors(self, doors: Doors) -> None:
+            """What uvicorn's ``on_headers_complete`` does, for a door's POST: the path is the
+            request line's target as it is (no query string, no escape, no root path), and the
+            cycle a ``DoorCycle``, its ``answer`` in the scope."""
+            parser = self.parser
+            scope = self.scope
+            version = parser.get_http_version()
+            scope["method"] = "POST"
+            if version != "1.1":
+                scope["http_version"] = version
+            scope["path"] = self.url.decode("ascii")
+            scope["raw_path"] = self.url
+            scope["query_string"] = b""
+            before = self.cycle
+            self.cycle = cycle = DoorCycle(
+                scope=scope,
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=self.expect_100_continue,
+                keep_alive=version != "1.0" and parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+            scope["extensions"][ANSWER] = cycle.answer  # type: ignore[assignment]
+            app = cast(Any, doors)
+            if before is None or before.response_complete:
+                self._start_asgi_task(cycle, app)
+            else:  # pipelined: after the answers before it
+                self.flow.pause_reading()
+                self.pipeline.appendleft((cycle, app))
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
