@@ -65,6 +65,7 @@ def _as_written(headers: list[tuple[bytes, bytes]]) -> bytes:
         {},
         {"x-puente-model": "m"},
         {"X-RateLimit-Limit-Requests": "10", "x-puente-model": "vendor/m%C3%A9"},
+        {"Retry-After": "1", "WWW-Authenticate": "Bearer"},
         {"retry-after": "2", "x-should-retry": "true", "empty": ""},
         {"request-id": "abc", "x-puente-token-count": "estimate\tplus tab", "x-8": "caf\xe9"},
     ],
@@ -100,6 +101,9 @@ def test_a_header_the_http_layer_refuses_leaves_the_answer_to_the_list() -> None
         assert json_lines({given: "1"}, 2) is None
         assert JSONResponse({}, headers={given: "1"}).raw_headers  # the list, made at once
     assert json_lines({"x-request-id": "theirs"}, 2) is None  # ``with_request_id``'s to replace
+    twice = {"Retry-After": "1", "retry-after": "2"}  # one name once lowercased: the list has two
+    assert json_lines(twice, 2) is None
+    assert [name for name, _ in json_headers(b"{}", twice)][:2] == [b"retry-after"] * 2
     hostile = JSONResponse({}, headers={"x-upstream": "ok\r\nset-cookie: pwned=1"})
     assert hostile.head_lines(b"rid") is None
 
@@ -189,7 +193,9 @@ def _post(key: str, body: bytes, extra: bytes = b"", version: bytes = b"1.1") ->
 
 
 # Values that differ between two servers for reasons of their own: the clock, the windows.
-_VARYING = re.compile(rb"^(date|x-ratelimit-reset-\w+|content-length): .*$", re.MULTILINE)
+_VARYING = re.compile(
+    rb"^(date|x-ratelimit-reset-\w+|content-length|retry-after): [^\r]*", re.MULTILINE
+)
 
 
 def _masked(head: bytes) -> bytes:
@@ -248,6 +254,24 @@ def test_each_answer_is_written_as_uvicorns_cycle_writes_it(
         assert _names(heads["own"])[-1] == "connection"
 
 
+def test_a_rate_limit_refusal_is_written_as_uvicorns_cycle_writes_it(
+    two_servers: dict[str, tuple[InProcessPuente, str]],
+) -> None:
+    heads = {}
+    for name, (server, _) in two_servers.items():
+        key = create_key(server, f"one-a-minute-{name}", rpm=1)
+        answered = _exchange(server.port, _post(key, WHOLE) + _post(key, WHOLE), 2)
+        heads[name] = [_masked(head) for head, _ in answered]
+    assert heads["own"] == heads["uvicorn"]
+    refused = heads["own"][1]
+    assert refused.startswith(b"HTTP/1.1 429 ")
+    assert _names(refused)[2:5] == [
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+    ]
+
+
 def test_pipelined_answers_on_a_connection_closed_after_them(
     two_servers: dict[str, tuple[InProcessPuente, str]],
 ) -> None:
@@ -297,7 +321,7 @@ class _Socket:
 REQUEST = b"POST /v1/x HTTP/1.1\r\nHost: x\r\nX-Request-Id: r-1\r\nContent-Length: 2\r\n\r\n{}"
 
 
-async def _serve(release: asyncio.Event) -> tuple[Any, _Socket]:
+async def _serve(release: asyncio.Event, limits: HttpLimits | None = None) -> tuple[Any, _Socket]:
     """A guarded protocol on a recorded socket, its one door answering once ``release`` is set."""
 
     async def endpoint(request: Request) -> JSONResponse:
@@ -306,10 +330,10 @@ async def _serve(release: asyncio.Event) -> tuple[Any, _Socket]:
         return JSONResponse({"ok": True}, headers={"x-puente-model": "m"})
 
     doors = Doors(cast(Any, None), cast(Any, None), {"/v1/x": endpoint}, limit=100, cors=False)
-    config = Config(cast(Any, doors), log_config=None, lifespan="off")
+    config = Config(cast(Any, doors), log_config=None, lifespan="off", timeout_keep_alive=3600)
     state = ServerState()
     state.default_headers = [(b"date", b"Fri, 04 Dec 2026 00:00:00 GMT"), (b"server", b"uvicorn")]
-    protocol_class = guarded_httptools(HttpLimits(), over_capacity, doors)
+    protocol_class = guarded_httptools(limits or HttpLimits(), over_capacity, doors)
     protocol = cast(Any, protocol_class)(config=config, server_state=state, app_state={})
     wire = _Socket()
     protocol.connection_made(wire)
@@ -365,3 +389,55 @@ async def test_nothing_is_written_to_a_client_that_left() -> None:
     await _turns()
     assert wire.written == b"" and wire.closed
     assert protocol.cycle.disconnected and not protocol.cycle.response_started
+
+
+# -- the header timer: one per connection ---------------------------------------------------------
+
+
+async def test_each_request_on_a_kept_alive_connection_has_its_whole_header_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The timer armed for one request, firing while a later one is awaited, waits for what
+    that one has left: 408 when its own time is up, not before."""
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    release = asyncio.Event()
+    release.set()
+    protocol, wire = await _serve(release, HttpLimits(header_timeout=10))
+    protocol.data_received(REQUEST)  # at 1000, on a connection opened at 1000
+    await _turns()
+    assert wire.written == EXPECTED
+    now[0] = 1008.0
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: x\r\n")  # and no more
+    for moment in (1010.5, 1017.9):  # past the first timer, short of this request's ten seconds
+        now[0] = moment
+        await _turns()
+        assert wire.written == EXPECTED and not wire.closed, moment
+    now[0] = 1018.1
+    await _turns()
+    assert wire.written.startswith(EXPECTED + b"HTTP/1.1 408 ")
+    assert wire.closed
+
+
+async def test_headers_completed_in_time_are_not_refused_by_an_earlier_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    release = asyncio.Event()
+    release.set()
+    protocol, wire = await _serve(release, HttpLimits(header_timeout=10))
+    protocol.data_received(REQUEST)  # at 1000: the timer is armed for ten seconds
+    await _turns()
+    now[0] = 1009.0
+    protocol.data_received(REQUEST[:20])  # the next request, begun at 1009
+    now[0] = 1012.0  # the timer fires
+    await _turns()
+    protocol.data_received(REQUEST[20:])  # complete at 1012, three seconds in
+    await _turns()
+    assert wire.written == EXPECTED * 2 and not wire.closed
+    now[0] = 1030.0  # and no refusal later for the request that finished
+    await _turns()
+    assert wire.written == EXPECTED * 2 and not wire.closed

@@ -175,16 +175,31 @@ class Doors:
                 response = await _respond(endpoint, request)
             else:  # before the body is read
                 response = error_response_for(scope["path"], request.headers, refusal)
-            await _answer(response, scope, receive, send, rid.encode())
+            raw_id = rid.encode()
+            if not _answered_at_once(response, scope, raw_id):
+                await _answer(response, scope, receive, send, raw_id)
         finally:
             request_id.reset(token)
             request_started.reset(started)
 
 
+def _answered_at_once(response: Response, scope: Scope, raw_id: bytes) -> bool:
+    """Whether ``response``, with ``x-request-id: raw_id``, went out in one call to the HTTP
+    protocol (``http_guard.Answer``: a JSON answer under ``puente serve``)."""
+    if type(response) is not JSONResponse or response.background is not None:
+        return False
+    extensions = scope.get("extensions")
+    answer: Answer | None = extensions.get(ANSWER) if extensions else None
+    if answer is None:
+        return False  # another ASGI server
+    lines = response.head_lines(raw_id)
+    return lines is not None and answer(response.status_code, lines, response.body)
+
+
 async def _answer(
     response: Response, scope: Scope, receive: Receive, send: Send, raw_id: bytes
 ) -> None:
-    """Send ``response`` with ``x-request-id: raw_id``."""
+    """Send ``response`` with ``x-request-id: raw_id``, as ASGI messages."""
     if isinstance(response, SSEResponse):
         response.request_id = raw_id  # in the head it sends
         await response(scope, receive, send)
@@ -198,13 +213,6 @@ async def _answer(
 
         await response(scope, receive, send_with_id)
         return
-    if isinstance(response, JSONResponse) and response.background is None:
-        extensions = scope.get("extensions")
-        answer: Answer | None = extensions.get(ANSWER) if extensions else None
-        if answer is not None:
-            lines = response.head_lines(raw_id)
-            if lines is not None and answer(response.status_code, lines, response.body):
-                return
     headers = response.raw_headers
     if any(name == b"x-request-id" for name, _ in headers):
         headers = with_request_id(headers, raw_id)

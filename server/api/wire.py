@@ -74,10 +74,11 @@ class JSONResponse(Response):
         return b"%sx-request-id: %s\r\n" % (lines, raw_id)
 
 
-# What uvicorn refuses in a header name and in a value (``HEADER_RE`` and ``HEADER_VALUE_RE`` in
-# its httptools protocol), checked before encoding: latin-1 turns each character into the byte
-# of the same number, and fails on any other, as the list's encoding does.
-_BAD_NAME = re.compile(r'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
+# A plain lowercase token, the names Puente gives (uvicorn refuses more in a name, ``HEADER_RE``
+# in its httptools protocol, but allows some that need a second look); what uvicorn refuses in
+# a value (``HEADER_VALUE_RE``). Checked before encoding: latin-1 turns each character into the
+# byte of the same number, and fails on any other, as the list's encoding does.
+_PLAIN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Names that leave an answer to the list: its framing, the connection's handling, the id.
 _LIST_ONLY = frozenset(
@@ -87,26 +88,25 @@ _LIST_ONLY = frozenset(
 
 def json_lines(headers: Mapping[str, str] | None, length: int) -> bytes | None:
     """The header lines (``name: value`` and CRLF each) of a JSON answer of ``length`` bytes
-    with ``headers``: what ``json_headers`` lists, in its order, built as one text. None when
-    a name in ``_LIST_ONLY`` is given, or a name or value has a character the HTTP layer
-    refuses: then the HTTP layer checks the list and refuses it, as it always did.
+    with ``headers``: what ``json_headers`` lists, in its order, as one text. None, and the list
+    is used, when a name is in ``_LIST_ONLY`` or is not a plain token once lowercased, or a value
+    has a character the HTTP layer refuses (it then refuses the list, as it always did).
 
-    The check is two searches, not two per header: every name joined by ``-`` and every value
-    joined by a tab, each allowed where it is put, so the joined text holds a refused character
-    exactly when one of the parts does."""
+    The check is a search or two, not two per header: the names joined by ``-`` and the values
+    joined by a tab, each allowed where it is put, so the joined text is refused exactly when
+    one of its parts would be."""
     if not headers:
         return b"content-length: %d\r\ncontent-type: application/json\r\n" % length
-    names = [name.lower() for name in headers]
-    if not _LIST_ONLY.isdisjoint(names):
+    if not _PLAIN_NAME.fullmatch("-".join(headers)):
+        lowered = {name.lower(): value for name, value in headers.items()}  # Retry-After …
+        if len(lowered) != len(headers) or not _PLAIN_NAME.fullmatch("-".join(lowered)):
+            return None
+        headers = lowered
+    if not _LIST_ONLY.isdisjoint(headers) or _BAD_VALUE.search("\t".join(headers.values())):
         return None
-    values = list(headers.values())
-    if _BAD_NAME.search("-".join(names)) or _BAD_VALUE.search("\t".join(values)):
-        return None
-    lines = "".join([f"{name}: {value}\r\n" for name, value in zip(names, values, strict=True)])
-    return b"%scontent-length: %d\r\ncontent-type: application/json\r\n" % (
-        lines.encode("latin-1"),
-        length,
-    )
+    lines = "\r\n".join(map(": ".join, headers.items()))
+    tail = f"\r\ncontent-length: {length}\r\ncontent-type: application/json\r\n"
+    return (lines + tail).encode("latin-1")
 
 
 def json_headers(

@@ -173,9 +173,10 @@ def guarded_httptools(
             super().__init__(*args, **kwargs)
             self._headers_done = False
             self._header_bytes = 0
-            self._header_count = 0
             self._refusal: tuple[int, str] | None = None
             self._header_timer: asyncio.TimerHandle | None = None
+            self._headers_since: float | None = None
+            """When the headers now awaited began to be awaited (None: none are)."""
             self._lost = False
             self._watchers: list[Callable[[], None]] = []
 
@@ -183,7 +184,7 @@ def guarded_httptools(
             super().connection_made(transport)  # type: ignore[arg-type]
             # A response's head leaves with its body, in one write (``one_write.py``).
             self.transport = cast(asyncio.Transport, OneWriteTransport(self.transport, self.loop))
-            self._arm()
+            self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -208,7 +209,8 @@ def guarded_httptools(
         def data_received(self, data: bytes) -> None:
             if not self._headers_done:
                 self._header_bytes += len(data)
-                self._arm()
+                if self._headers_since is None:
+                    self._await_headers()
             super().data_received(data)
             if (
                 not self._headers_done
@@ -226,15 +228,21 @@ def guarded_httptools(
             self.scope.setdefault("extensions", {})[DISCONNECT] = self  # type: ignore[assignment]
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            if self._header_count > limits.max_headers:
+            # uvicorn's (the name lowercased, the value's trailing whitespace dropped, ``Expect:
+            # 100-continue`` noted) with the count, in one call per header rather than two.
+            headers = self.headers
+            if len(headers) >= limits.max_headers:
                 self._refusal = (431, f"More than {limits.max_headers} request headers.")
                 raise _Refused
-            super().on_header(name, value)
+            name = name.lower()
+            value = value.rstrip(b" \t")
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             self._headers_done = True
-            self._disarm()
+            self._headers_since = None
             cap = limits.max_connections
             if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
                 # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``.
@@ -296,7 +304,6 @@ def guarded_httptools(
             # What arrives next is the next request's headers.
             self._headers_done = False
             self._header_bytes = 0
-            self._header_count = 0
 
         def send_400_response(self, msg: str) -> None:
             # The parser reports a callback's refusal as a parse error: answer it as itself.
@@ -307,7 +314,12 @@ def guarded_httptools(
 
         # -- limits -----------------------------------------------------------------------------
 
-        def _arm(self) -> None:
+        def _await_headers(self) -> None:
+            """Headers are awaited from now on (a connection opened, a request began): they must
+            be complete ``header_timeout`` seconds from now. One timer per connection, not per
+            request: it looks, when it fires, at the request awaited then, and re-arms itself for
+            what that one has left (a timer armed and cancelled per request cost ~0.5 us)."""
+            self._headers_since = self.loop.time()
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(
                     limits.header_timeout, self._headers_too_slow
@@ -320,7 +332,12 @@ def guarded_httptools(
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None
-            if self._headers_done or self.transport.is_closing():
+            since = self._headers_since
+            if since is None or self.transport.is_closing():
+                return  # none awaited: the next request arms it again
+            left = since + limits.header_timeout - self.loop.time()
+            if left > 0:  # a later request than the one it was armed for
+                self._header_timer = self.loop.call_later(left, self._headers_too_slow)
                 return
             if self._header_bytes == 0:
                 self.transport.close()  # never said anything: nothing to answer
