@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 from collections.abc import Iterator
@@ -352,7 +353,10 @@ EXPECTED = (
 )
 
 
-async def test_the_answer_in_one_call_is_the_bytes_of_the_two_messages() -> None:
+async def test_the_answer_in_one_call_is_the_bytes_of_the_two_messages(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "uvicorn.access")
     release = asyncio.Event()
     release.set()
     protocol, wire = await _serve(release)
@@ -364,6 +368,9 @@ async def test_the_answer_in_one_call_is_the_bytes_of_the_two_messages() -> None
     protocol.data_received(REQUEST)  # and the next request on it is answered the same way
     await _turns()
     assert wire.written == EXPECTED * 2
+    # uvicorn's access log line, where its access log is on (``puente serve`` turns it off)
+    logged = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert logged == ['127.0.0.1:50000 - "POST /v1/x HTTP/1.1" 200'] * 2
 
 
 async def test_a_reader_that_stopped_reading_gets_the_answer_once_it_reads_again() -> None:
