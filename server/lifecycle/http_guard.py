@@ -72,7 +72,8 @@ class Answer(Protocol):
         """Send the whole answer: ``status``, the server's own headers (``date``, ``server``),
         the header lines ``lines`` (``name: value`` and CRLF each, lowercase names, checked and
         ``content-length`` among them), ``body``. False, having done nothing, where the answer
-        must go as ASGI messages instead (the reader is slow: ``send`` waits for it)."""
+        must go as ASGI messages instead: to a reader that stopped reading (``send`` waits for
+        it), or where ``send`` raises (an answer already started, an unknown status)."""
         ...
 
 
