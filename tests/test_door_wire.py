@@ -109,6 +109,15 @@ def test_a_header_the_http_layer_refuses_leaves_the_answer_to_the_list() -> None
     assert hostile.head_lines(b"rid") is None
 
 
+def test_the_headers_are_taken_when_the_answer_is_made() -> None:
+    given = {"x-puente-model": "m"}
+    response = JSONResponse({}, headers=given)
+    given["x-puente-model"] = "changed later"
+    lines = response.head_lines(b"r")
+    assert lines is not None and b"changed" not in lines
+    assert dict(response.raw_headers)[b"x-puente-model"] == b"m"
+
+
 def test_a_value_latin_1_cannot_write_fails_where_it_did() -> None:
     with pytest.raises(UnicodeEncodeError):
         JSONResponse({}, headers={"x-puente-model": "\u20ac"})

@@ -47,10 +47,13 @@ class JSONResponse(Response):
         self.status_code = status_code
         self.background = background
         self.body = body
-        self._given = headers
         self._lines = json_lines(headers, len(body))
-        # Where the lines will not do, the list, as before (and any error encoding it, here).
-        self._raw = json_headers(body, headers) if self._lines is None else None
+        self._raw: list[tuple[bytes, bytes]] | None = None
+        self._given: Mapping[str, str] | None = None
+        if self._lines is None:  # the list, as before (and any error encoding it, here)
+            self._raw = json_headers(body, headers)
+        elif headers:  # a copy, as the list would be: the caller's dict may change afterwards
+            self._given = dict(headers)
 
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
