@@ -104,6 +104,8 @@ class Run:
 def _connections(app: Any, limits: HttpLimits, count: int) -> list[Connection]:
     """``count`` connections to ``app`` through ``puente serve``'s HTTP protocol."""
     loop = asyncio.get_running_loop()
+    # Kept alive between bursts, however long ``--ab`` keeps a process waiting for its turn.
+    limits = limits.model_copy(update={"keep_alive_timeout": 24 * 3600})
     options = uvicorn_options(limits, over_capacity, app.doors)
     config = uvicorn.Config(app, access_log=False, log_config=None, lifespan="off", **options)
     config.load()
