@@ -32,7 +32,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.envelopes import error_response_for
 from server.api.middleware import body_refusal, new_request_id, with_request_id
 from server.api.sse import SSEResponse
+from server.api.wire import JSONResponse
 from server.errors import PayloadTooLarge, PuenteError
+from server.lifecycle.http_guard import ANSWER, Answer
 from server.observability.request_context import request_id, request_started
 from server.pipeline.pipeline import ClientDisconnected
 from server.pipeline.record import CLIENT_CLOSED
@@ -173,16 +175,31 @@ class Doors:
                 response = await _respond(endpoint, request)
             else:  # before the body is read
                 response = error_response_for(scope["path"], request.headers, refusal)
-            await _answer(response, scope, receive, send, rid.encode())
+            raw_id = rid.encode()
+            if not _answered_at_once(response, scope, raw_id):
+                await _answer(response, scope, receive, send, raw_id)
         finally:
             request_id.reset(token)
             request_started.reset(started)
 
 
+def _answered_at_once(response: Response, scope: Scope, raw_id: bytes) -> bool:
+    """Whether ``response``, with ``x-request-id: raw_id``, went out in one call to the HTTP
+    protocol (``http_guard.Answer``: a JSON answer under ``puente serve``)."""
+    if type(response) is not JSONResponse or response.background is not None:
+        return False
+    extensions = scope.get("extensions")
+    answer: Answer | None = extensions.get(ANSWER) if extensions else None
+    if answer is None:
+        return False  # another ASGI server
+    lines = response.head_lines(raw_id)
+    return lines is not None and answer(response.status_code, lines, response.body)
+
+
 async def _answer(
     response: Response, scope: Scope, receive: Receive, send: Send, raw_id: bytes
 ) -> None:
-    """Send ``response`` with ``x-request-id: raw_id``."""
+    """Send ``response`` with ``x-request-id: raw_id``, as ASGI messages."""
     if isinstance(response, SSEResponse):
         response.request_id = raw_id  # in the head it sends
         await response(scope, receive, send)

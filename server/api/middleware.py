@@ -36,10 +36,11 @@ def new_request_id(given: bytes | None) -> str:
 
     From Python's PRNG rather than ``os.urandom`` (a system call per request): an id needs to be
     unique, not unguessable, and it grants nothing."""
-    rid = given.decode("latin-1") if given else ""
-    if not _VALID_ID.match(rid):
-        rid = f"{getrandbits(128):032x}"
-    return rid
+    if given:
+        rid = given.decode("latin-1")
+        if _VALID_ID.match(rid):
+            return rid
+    return getrandbits(128).to_bytes(16, "big").hex()  # 32 hex digits, in half the time of a format
 
 
 def body_refusal(encoding: bytes | None, declared: bytes | None, limit: int) -> PuenteError | None:

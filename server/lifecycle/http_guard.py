@@ -22,6 +22,10 @@ slower way):
 - a POST to a front door's path is handed straight to the app's ``doors``
   (``server/api/fast_lane.py``), past uvicorn's proxy-headers middleware (Puente reads neither the
   client's address nor the scheme) and the app's own dispatch;
+- such a POST's answer, when it is one block of JSON, goes out through
+  ``scope["extensions"]["puente.answer"]`` (``Answer``): status line, headers and body built as one
+  piece of bytes and written at once, the request cycle completed as its ``send`` would complete
+  it for the two ASGI messages (bench/DOOR.md);
 - ``scope["extensions"]["puente.disconnect"]`` lets a request be told when its client leaves
   (``DisconnectHook``) by a callback from the protocol, where a task per request awaiting
   ``receive()`` would do the same (``server/api/front_door.py``, ``until_disconnect``).
@@ -59,6 +63,20 @@ class DisconnectHook(Protocol):
     def unwatch(self, callback: Callable[[], None]) -> None: ...
 
 
+ANSWER = "puente.answer"
+"""The key of a door's POST's ``Answer`` in ``scope["extensions"]``."""
+
+
+class Answer(Protocol):
+    def __call__(self, status: int, lines: bytes, body: bytes | memoryview) -> bool:
+        """Send the whole answer: ``status``, the server's own headers (``date``, ``server``),
+        the header lines ``lines`` (``name: value`` and CRLF each, lowercase names, checked and
+        ``content-length`` among them), ``body``. False, having done nothing, where the answer
+        must go as ASGI messages instead: to a reader that stopped reading (``send`` waits for
+        it), or where ``send`` raises (an answer already started, an unknown status)."""
+        ...
+
+
 class Doors(Protocol):
     """The app's fast path for the front doors' POSTs (``server.api.fast_lane.Doors``)."""
 
@@ -92,16 +110,74 @@ def guarded_httptools(
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with ``limits`` enforced (and ``doors``, the module's
     docstring)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+    from uvicorn.protocols.http.httptools_impl import (  # noqa: PLC0415
+        HEADER_RE,
+        HEADER_VALUE_RE,
+        STATUS_LINE,
+        HttpToolsProtocol,
+        RequestResponseCycle,
+    )
+    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string  # noqa: PLC0415
+
+    # The server's own header lines, for the default headers uvicorn renews each second.
+    server_lines: list[Any] = [None, None]
+
+    def lines_of(defaults: list[tuple[bytes, bytes]]) -> bytes | None:
+        if server_lines[0] is not defaults:
+            ok = not any(HEADER_RE.search(n) or HEADER_VALUE_RE.search(v) for n, v in defaults)
+            built = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
+            server_lines[:] = defaults, built if ok else None
+        lines: bytes | None = server_lines[1]
+        return lines
+
+    class DoorCycle(RequestResponseCycle):
+        """uvicorn's request cycle, for a door's POST: it also answers in one call."""
+
+        def answer(self, status: int, lines: bytes, body: bytes | memoryview) -> bool:
+            """``Answer``: what ``send`` does for ``http.response.start`` with ``lines`` and
+            ``http.response.body`` with ``body``, in one write. A door's POST is never HEAD, and
+            ``lines`` carry ``content-length`` and no ``connection``."""
+            if self.disconnected:
+                return True  # ``send`` drops what comes after the client left
+            if self.response_started or self.flow.write_paused:
+                return False  # ``send``'s error, or its wait for the reader
+            status_line = STATUS_LINE.get(status)
+            own = lines_of(self.default_headers)
+            if status_line is None or own is None:
+                return False  # ``send``'s error
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            if self.access_log:
+                scope = self.scope
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(scope),
+                    scope["method"],
+                    get_path_with_query_string(scope),
+                    scope["http_version"],
+                    status,
+                )
+            keep_alive = self.keep_alive
+            self.chunked_encoding = False  # by content-length, all of it sent here
+            end = b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
+            transport = cast(OneWriteTransport, self.transport)
+            transport.write_whole(b"".join((status_line, own, lines, end, body)))
+            self.response_complete = True
+            self.message_event.set()
+            if not keep_alive:
+                self.transport.close()
+            self.on_response()
+            return True
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._headers_done = False
             self._header_bytes = 0
-            self._header_count = 0
             self._refusal: tuple[int, str] | None = None
             self._header_timer: asyncio.TimerHandle | None = None
+            self._headers_since: float | None = None
+            """When the headers now awaited began to be awaited (None: none are)."""
             self._lost = False
             self._watchers: list[Callable[[], None]] = []
 
@@ -109,7 +185,7 @@ def guarded_httptools(
             super().connection_made(transport)  # type: ignore[arg-type]
             # A response's head leaves with its body, in one write (``one_write.py``).
             self.transport = cast(asyncio.Transport, OneWriteTransport(self.transport, self.loop))
-            self._arm()
+            self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -134,7 +210,8 @@ def guarded_httptools(
         def data_received(self, data: bytes) -> None:
             if not self._headers_done:
                 self._header_bytes += len(data)
-                self._arm()
+                if self._headers_since is None:
+                    self._await_headers()
             super().data_received(data)
             if (
                 not self._headers_done
@@ -152,43 +229,82 @@ def guarded_httptools(
             self.scope.setdefault("extensions", {})[DISCONNECT] = self  # type: ignore[assignment]
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            if self._header_count > limits.max_headers:
+            # uvicorn's (the name lowercased, the value's trailing whitespace dropped, ``Expect:
+            # 100-continue`` noted) with the count, in one call per header rather than two.
+            headers = self.headers
+            if len(headers) >= limits.max_headers:
                 self._refusal = (431, f"More than {limits.max_headers} request headers.")
                 raise _Refused
-            super().on_header(name, value)
+            name = name.lower()
+            value = value.rstrip(b" \t")
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             self._headers_done = True
-            self._disarm()
-            # The request cycle starts with ``self.app`` as it is during this call.
+            self._headers_since = None
             cap = limits.max_connections
             if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
                 # The count uvicorn's ``limit_concurrency`` keeps, answered by ``busy``.
                 self.logger.warning("Exceeded the connection limit (server.http.max_connections).")
-                takes: ASGIApp = busy
+                # The request cycle starts with ``self.app`` as it is during this call.
+                app, self.app = self.app, busy
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.app = app
             elif (
                 doors is not None
                 and self.url in doors.raw_paths  # a query string or an escape: the usual way
                 and not self.root_path
                 and self.parser.get_method() == b"POST"
+                and not self.parser.should_upgrade()
             ):
-                takes = doors
+                self._to_doors(doors)
             else:
                 super().on_headers_complete()
-                return
-            app, self.app = self.app, takes
-            try:
-                super().on_headers_complete()
-            finally:
-                self.app = app
+
+        def _to_doors(self, doors: Doors) -> None:
+            """What uvicorn's ``on_headers_complete`` does, for a door's POST: the path is the
+            request line's target as it is (no query string, no escape, no root path), and the
+            cycle a ``DoorCycle``, its ``answer`` in the scope."""
+            parser = self.parser
+            scope = self.scope
+            version = parser.get_http_version()
+            scope["method"] = "POST"
+            if version != "1.1":
+                scope["http_version"] = version
+            scope["path"] = self.url.decode("ascii")
+            scope["raw_path"] = self.url
+            scope["query_string"] = b""
+            before = self.cycle
+            self.cycle = cycle = DoorCycle(
+                scope=scope,
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=self.expect_100_continue,
+                keep_alive=version != "1.0" and parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+            scope["extensions"][ANSWER] = cycle.answer  # type: ignore[assignment]
+            app = cast(Any, doors)
+            if before is None or before.response_complete:
+                self._start_asgi_task(cycle, app)
+            else:  # pipelined: after the answers before it
+                self.flow.pause_reading()
+                self.pipeline.appendleft((cycle, app))
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
             # What arrives next is the next request's headers.
             self._headers_done = False
             self._header_bytes = 0
-            self._header_count = 0
 
         def send_400_response(self, msg: str) -> None:
             # The parser reports a callback's refusal as a parse error: answer it as itself.
@@ -199,7 +315,12 @@ def guarded_httptools(
 
         # -- limits -----------------------------------------------------------------------------
 
-        def _arm(self) -> None:
+        def _await_headers(self) -> None:
+            """Headers are awaited from now on (a connection opened, a request began): they must
+            be complete ``header_timeout`` seconds from now. One timer per connection, not per
+            request: it looks, when it fires, at the request awaited then, and re-arms itself for
+            what that one has left (a timer armed and cancelled per request cost ~0.5 us)."""
+            self._headers_since = self.loop.time()
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(
                     limits.header_timeout, self._headers_too_slow
@@ -212,7 +333,12 @@ def guarded_httptools(
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None
-            if self._headers_done or self.transport.is_closing():
+            since = self._headers_since
+            if since is None or self.transport.is_closing():
+                return  # none awaited: the next request arms it again
+            left = since + limits.header_timeout - self.loop.time()
+            if left > 0:  # a later request than the one it was armed for
+                self._header_timer = self.loop.call_later(left, self._headers_too_slow)
                 return
             if self._header_bytes == 0:
                 self.transport.close()  # never said anything: nothing to answer

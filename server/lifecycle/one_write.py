@@ -38,6 +38,15 @@ class OneWriteTransport:
         else:
             self._transport.write(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """Write ``data``, a whole answer, at once: after what is held (never, between answers;
+        but the order of bytes is kept whatever comes)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
     def writelines(self, pieces: Any) -> None:
         self.write(b"".join(pieces))
 
