@@ -18,7 +18,9 @@ generator and the gateway so it does not share their event loop.
   ``message_stop``, each an ``event:`` + ``data:`` pair;
 - Gemini: a whole ``GenerateContentResponse``, or ``--chunks`` of them as ``data:`` events (the
   last with ``finishReason`` and the usage), separated by ``\r\n\r\n`` as Google sends them;
-- the same pacing for all three: one content piece per ``--interval-ms``;
+- the same pacing for all three: one content piece per ``--interval-ms``, and what ends a stream
+  (finish, usage, ``[DONE]``; ``message_stop``; the last piece's usage) one interval after the last
+  piece, in one write;
 - ``GET /v1/models`` and ``GET /health`` for readiness probes.
 
     python bench/mock_upstream.py --port 9100 --chunks 32 --interval-ms 0
@@ -101,15 +103,17 @@ def _frame(event: bytes) -> bytes:
 
 
 def stream_frames(chunks: int, usage: bool) -> list[bytes]:
+    """The role chunk, the content chunks, then what ends the stream as one piece: the finish
+    chunk, the usage chunk, ``[DONE]`` and the body's end carry no generated token, and vLLM and
+    OpenAI send them together (as the Anthropic and Gemini streams below end)."""
     frames = [_frame(orjson.dumps(_chunk({"role": "assistant", "content": ""})))]
     frames += [_frame(orjson.dumps(_chunk({"content": WORD}))) for _ in range(chunks)]
-    frames.append(_frame(orjson.dumps(_chunk({}, "stop"))))
+    end = _frame(orjson.dumps(_chunk({}, "stop")))
     if usage:
         counts = {"prompt_tokens": 24, "completion_tokens": chunks, "total_tokens": 24 + chunks}
         event = {**_chunk({}), "choices": [], "usage": counts}
-        frames.append(_frame(orjson.dumps(event)))
-    frames.append(_frame(b"[DONE]"))
-    frames.append(b"0\r\n\r\n")
+        end += _frame(orjson.dumps(event))
+    frames.append(end + _frame(b"[DONE]") + b"0\r\n\r\n")
     return frames
 
 
