@@ -218,16 +218,17 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
-def ab(args: argparse.Namespace) -> None:
+def ab(args: argparse.Namespace, script: str = __file__) -> None:
     """Checkouts side by side: one process each, bursts taken in turn (the first changing each
-    round), so that what else the machine does weighs on all of them alike."""
+    round), so that what else the machine does weighs on all of them alike. ``script`` is run
+    with ``--burst`` in each (bench/bench_wire.py passes its own)."""
     names = [tree or "this" for tree in args.ab]
     procs = []
     for tree in args.ab:
         # A checkout's own interpreter imports its own server/ (each venv installs its tree).
         python = str(Path(tree) / ".venv" / "bin" / "python") if tree else sys.executable
         env = dict(os.environ, BENCH_TREE=str(Path(tree).resolve())) if tree else None
-        argv = [python, __file__, "--burst", str(args.requests)]
+        argv = [python, script, "--burst", str(args.requests)]
         argv += ["--concurrency", str(args.concurrency)]
         procs.append(
             subprocess.Popen(

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import uvicorn
 import yaml
 
 # bench_pipe puts the checkout under test first on sys.path (``--ab``: BENCH_TREE).
-from bench_pipe import MODEL, SECRET, InstantProvider, _store_key
+from bench_pipe import MODEL, SECRET, InstantProvider, _store_key, ab
 from loadgen import http_request, request_body
 from uvicorn.server import ServerState
 
@@ -159,46 +158,6 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
-def ab(args: argparse.Namespace) -> None:
-    """Checkouts side by side: one process each, bursts taken in turn (the first changing each
-    round), so that what else the machine does weighs on all of them alike."""
-    names = [tree or "this" for tree in args.ab]
-    procs = []
-    for tree in args.ab:
-        python = str(Path(tree) / ".venv" / "bin" / "python") if tree else sys.executable
-        env = dict(os.environ, BENCH_TREE=str(Path(tree).resolve())) if tree else None
-        argv = [python, __file__, "--burst", str(args.requests)]
-        argv += ["--concurrency", str(args.concurrency)]
-        procs.append(
-            subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-            )
-        )
-    figures: list[list[float]] = [[] for _ in procs]
-    loads = [os.getloadavg()[0]]
-    try:
-        for round_ in range(args.repeat):
-            order = list(range(len(procs)))
-            order = order[round_ % len(order) :] + order[: round_ % len(order)]
-            for i in order:
-                stdin, stdout = procs[i].stdin, procs[i].stdout
-                assert stdin is not None
-                assert stdout is not None
-                stdin.write("go\n")
-                stdin.flush()
-                figures[i].append(float(stdout.readline()))
-            loads.append(os.getloadavg()[0])
-    finally:
-        for proc in procs:
-            proc.kill()
-    for name, values in zip(names, figures, strict=True):
-        print(
-            f"{name:<24} cpu us/request: median {statistics.median(values):6.1f}  "
-            f"min {min(values):6.1f}  ({len(values)} bursts of {args.requests})"
-        )
-    print(f"load average {min(loads):.2f}-{max(loads):.2f}")
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20000)
@@ -213,7 +172,7 @@ if __name__ == "__main__":
     )
     parsed = parser.parse_args()
     if parsed.ab:
-        ab(parsed)
+        ab(parsed, __file__)
     elif uvloop is not None:
         uvloop.run(main(parsed))
     else:
