@@ -410,17 +410,23 @@ async def test_nothing_is_written_to_a_client_that_left() -> None:
 # -- the header timer: one per connection ---------------------------------------------------------
 
 
+async def _serve_on_a_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], Any, _Socket]:
+    """``_serve`` with a ten-second header timeout, its door answering at once, on a loop whose
+    clock reads ``now[0]`` (1000 to start)."""
+    now = [1000.0]
+    monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: now[0])
+    release = asyncio.Event()
+    release.set()
+    protocol, wire = await _serve(release, HttpLimits(header_timeout=10))
+    return now, protocol, wire
+
+
 async def test_each_request_on_a_kept_alive_connection_has_its_whole_header_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The timer armed for one request, firing while a later one is awaited, waits for what
     that one has left: 408 when its own time is up, not before."""
-    loop = asyncio.get_running_loop()
-    now = [1000.0]
-    monkeypatch.setattr(loop, "time", lambda: now[0])
-    release = asyncio.Event()
-    release.set()
-    protocol, wire = await _serve(release, HttpLimits(header_timeout=10))
+    now, protocol, wire = await _serve_on_a_clock(monkeypatch)
     protocol.data_received(REQUEST)  # at 1000, on a connection opened at 1000
     await _turns()
     assert wire.written == EXPECTED
@@ -439,12 +445,7 @@ async def test_each_request_on_a_kept_alive_connection_has_its_whole_header_time
 async def test_headers_completed_in_time_are_not_refused_by_an_earlier_timer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    now = [1000.0]
-    monkeypatch.setattr(loop, "time", lambda: now[0])
-    release = asyncio.Event()
-    release.set()
-    protocol, wire = await _serve(release, HttpLimits(header_timeout=10))
+    now, protocol, wire = await _serve_on_a_clock(monkeypatch)
     protocol.data_received(REQUEST)  # at 1000: the timer is armed for ten seconds
     await _turns()
     now[0] = 1009.0
